@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from tests.support import REPO
+
+
+def _token(runner, user, role, trial="hip-pt-clbp"):
+    result = runner.invoke(args=["token", "create", "--user", user, "--trial", trial, "--role", role,
+                                 "--name", "test"])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[0]
+
+
+def test_openapi_document_is_served_and_lists_every_api_route(client, app):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    documented = set(doc["paths"])
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("api."):
+            path = rule.rule.removeprefix("/api/v1")
+            for arg in rule.arguments:
+                path = path.replace(f"<{arg}>", f"{{{arg}}}")
+            assert path in documented, f"{rule.rule} is not in openapi.json"
+
+
+def test_requests_without_a_valid_token_get_401_json(client, trial):
+    for headers in ({}, {"Authorization": "Bearer tm_wrong"}, {"Authorization": "Basic abc"}):
+        resp = client.get("/api/v1/me", headers=headers)
+        assert resp.status_code == 401
+        assert resp.get_json()["error"]["code"]
+
+
+def test_token_acts_in_its_trial_and_role(client, runner, make_user, trial, load_trial):
+    make_user("ivy", "hip-pt-clbp:investigator", "hip-pt-clbp:monitor")
+    token = _token(runner, "ivy", "monitor")
+    auth = {"Authorization": f"Bearer {token}"}
+    me = client.get("/api/v1/me", headers=auth).get_json()
+    assert me["username"] == "ivy" and [r["role"] for r in me["roles"]] == ["monitor"]
+    body = client.get("/api/v1/trials/hip-pt-clbp", headers=auth).get_json()
+    assert body["id"] == "hip-pt-clbp" and "arms" not in body  # monitors are blinded in this protocol
+    inv = {"Authorization": f"Bearer {_token(runner, 'ivy', 'investigator')}"}
+    assert [a["code"] for a in client.get("/api/v1/trials/hip-pt-clbp", headers=inv).get_json()["arms"]] == [
+        "HIP", "SPINE"]
+    mash = load_trial(REPO / "protocols" / "mash.toml")
+    assert client.get(f"/api/v1/trials/{mash}", headers=auth).status_code == 403
+
+
+def test_revoked_token_stops_working(client, runner, make_user, trial):
+    make_user("rex", "hip-pt-clbp:monitor")
+    token = _token(runner, "rex", "monitor")
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/me", headers=auth).status_code == 200
+    result = runner.invoke(args=["token", "revoke", token[:10], "--reason", "test"])
+    assert result.exit_code == 0, result.output
+    assert client.get("/api/v1/me", headers=auth).status_code == 401
+
+
+def test_unknown_trial_is_a_json_404_or_403(client, runner, make_user, trial):
+    make_user("uma", "hip-pt-clbp:monitor")
+    auth = {"Authorization": f"Bearer {_token(runner, 'uma', 'monitor')}"}
+    resp = client.get("/api/v1/trials/nope", headers=auth)
+    assert resp.status_code == 403 and resp.get_json()["error"]["message"]

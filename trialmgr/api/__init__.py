@@ -1,0 +1,88 @@
+"""JSON adapter under /api/v1: bearer tokens scoped to a trial and role, the same services as the web."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flask import Blueprint, Flask, g, jsonify, request
+
+from trialmgr.domain.errors import DomainError
+from trialmgr.services import accounts, trials
+from trialmgr.web.access import ALL_ROLES, AUTHENTICATED, PUBLIC, Identity, allow
+from trialmgr.web.db import read_session
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+@bp.before_request
+def _token() -> None:
+    header = request.headers.get("Authorization", "")
+    g.identity = None
+    if header.startswith("Bearer "):
+        token = accounts.authenticate_token(read_session(), header[7:].strip())
+        if token is not None:
+            # The token acts only in its own trial and role, and only while the user still holds that role.
+            held = [m for m in accounts.memberships(token.user)
+                    if m.trial == token.trial_id and m.role == token.role]
+            if held:
+                g.identity = Identity(token.user.id, token.user.username, token.user.full_name,
+                                      tuple(held), via_token=True)
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(exc: DomainError):
+    from trialmgr.api.errors import domain_error_response
+
+    return domain_error_response(exc)
+
+
+def init_app(app: Flask) -> None:
+    from trialmgr.api import audit  # noqa: F401  (registers its routes on bp)
+    from trialmgr.web import csrf
+
+    csrf.exempt(bp)  # bearer tokens, not cookies: no ambient authority to forge
+    app.register_blueprint(bp)
+
+
+@bp.get("/openapi.json")
+@allow(PUBLIC)
+def openapi():
+    return jsonify(json.loads(OPENAPI_PATH.read_text(encoding="utf-8")))
+
+
+@bp.get("/me")
+@allow(AUTHENTICATED)
+def me():
+    actor = g.actor
+    ident = g.identity
+    return jsonify({
+        "username": actor.username,
+        "full_name": actor.full_name,
+        "roles": [{"trial": m.trial, "role": m.role.value, "sites": list(m.sites)} for m in ident.memberships],
+    })
+
+
+@bp.get("/trials/<trial>")
+@allow(*ALL_ROLES)
+def trial_detail(trial: str):
+    s = read_session()
+    row = trials.get_trial(s, trial)
+    version = trials.current_version(s, trial)
+    proto = trials.protocol_from_version(version)
+    body = {
+        "id": row.id,
+        "title": row.title,
+        "data_state": row.data_state.value,
+        "protocol": {"version": proto.version, "amendment": version.number, "sha256": version.sha256},
+        "target_enrollment": proto.target_enrollment,
+        "sites": [{"code": s_.code, "name": s_.name, "active": s_.active} for s_ in trials.sites(s, trial)],
+        "visits": [{"code": v.code, "label": v.label, "day": v.day, "window": [v.window_start, v.window_end],
+                    "forms": list(v.forms)} for v in proto.visits],
+    }
+    if not proto.is_blinded(g.actor.role.value):
+        body["arms"] = [{"code": a.code, "label": a.label, "ratio": a.ratio} for a in proto.arms]
+    return jsonify(body)
+
+

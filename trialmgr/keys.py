@@ -1,0 +1,98 @@
+"""Key files in the instance folder: created once, mode 0600, never logged, never in the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trialmgr.config import Settings, write_private_file
+
+AUDIT_KEY_FILE = "audit_signing_key.pem"
+AUDIT_PUBLIC_DIR = "audit_public_keys"
+ALLOCATION_KEY_FILE = "allocation.key"
+
+
+class KeyMissing(Exception):
+    """A key file the operation needs is not in the instance folder."""
+
+
+def _path(settings: Settings, name: str) -> Path:
+    return settings.instance_path / name
+
+
+def ensure_audit_key(settings: Settings) -> None:
+    from trialmgr.domain import audit
+
+    path = _path(settings, AUDIT_KEY_FILE)
+    if path.exists():
+        return
+    key = audit.generate_signing_key()
+    write_private_file(path, audit.private_key_to_pem(key))
+    _remember_public_key(settings, key.public_key())
+
+
+def _remember_public_key(settings: Settings, public_key) -> None:
+    """Every public key ever used stays on file so checkpoints signed before a rotation still verify."""
+    from trialmgr.domain import audit
+
+    folder = _path(settings, AUDIT_PUBLIC_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{audit.key_id(public_key)}.pem").write_bytes(audit.public_key_pem(public_key))
+
+
+def audit_private_key(settings: Settings):
+    from trialmgr.domain import audit
+
+    path = _path(settings, AUDIT_KEY_FILE)
+    if not path.exists():
+        raise KeyMissing(f"audit signing key not found at {path}: run `trialmgr init`")
+    return audit.load_private_key_pem(path.read_bytes())
+
+
+def audit_public_keys(settings: Settings) -> dict:
+    """key id -> public key, for the current key and every earlier one."""
+    from trialmgr.domain import audit
+
+    keys = {}
+    folder = _path(settings, AUDIT_PUBLIC_DIR)
+    if folder.is_dir():
+        for pem in sorted(folder.glob("*.pem")):
+            pub = audit.load_public_key_pem(pem.read_bytes())
+            keys[audit.key_id(pub)] = pub
+    if _path(settings, AUDIT_KEY_FILE).exists():
+        pub = audit_private_key(settings).public_key()
+        keys[audit.key_id(pub)] = pub
+    return keys
+
+
+def rotate_audit_key(settings: Settings) -> str:
+    """Replace the signing key; the old public key stays on file. Returns the new key id."""
+    from trialmgr.domain import audit
+
+    path = _path(settings, AUDIT_KEY_FILE)
+    if path.exists():
+        _remember_public_key(settings, audit_private_key(settings).public_key())
+        path.rename(path.with_suffix(".pem.retired"))
+    key = audit.generate_signing_key()
+    write_private_file(path, audit.private_key_to_pem(key))
+    _remember_public_key(settings, key.public_key())
+    return audit.key_id(key.public_key())
+
+
+def ensure_allocation_key(settings: Settings) -> None:
+    from trialmgr.domain import concealment
+
+    path = _path(settings, ALLOCATION_KEY_FILE)
+    if not path.exists():
+        write_private_file(path, concealment.new_allocation_key())
+
+
+def allocation_key(settings: Settings) -> bytes:
+    path = _path(settings, ALLOCATION_KEY_FILE)
+    if not path.exists():
+        raise KeyMissing(f"allocation key not found at {path}: run `trialmgr init`")
+    return path.read_bytes()
+
+
+def ensure_all(settings: Settings) -> None:
+    ensure_audit_key(settings)
+    ensure_allocation_key(settings)

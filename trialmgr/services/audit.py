@@ -1,0 +1,175 @@
+"""Writing the audit trail: one entry per change, in the caller's transaction, on a per-chain hash chain.
+
+Chains: `{trial}/p/{participant}` for a participant's data, `{trial}/trial` for trial-level records,
+`_system/user/{username}` for accounts and logins. A writer locks only the head rows of the chains it
+touches, so data entry on different participants proceeds concurrently. See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from trialmgr.db.base import utcnow
+from trialmgr.db.models_audit import AuditEntry, ChainHead, Checkpoint
+from trialmgr.domain import audit as chainlib
+from trialmgr.domain.errors import ReasonRequired
+from trialmgr.services.context import Actor
+
+_HEADS = "trialmgr.audit_heads"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_heads(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_HEADS, None)
+
+
+def chain_name(trial: str | None, participant: str | None = None, *, user: str | None = None) -> str:
+    if participant:
+        return f"{trial}/p/{participant}"
+    if trial:
+        return f"{trial}/trial"
+    return f"_system/user/{user or 'system'}"
+
+
+def _lock_head(session: Session, chain: str, trial: str | None) -> ChainHead:
+    heads: dict[str, ChainHead] = session.info.setdefault(_HEADS, {})
+    head = heads.get(chain)
+    if head is not None:
+        return head
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ChainHead)
+    session.execute(
+        ins.values(chain=chain, trial=trial, chain_seq=0, hash=chainlib.GENESIS_HASH, checkpointed_seq=0)
+        .on_conflict_do_nothing(index_elements=["chain"])
+    )
+    head = session.scalars(
+        select(ChainHead).where(ChainHead.chain == chain).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    heads[chain] = head
+    return head
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: Any = None,
+    *,
+    trial: str | None = None,
+    participant: str | None = None,
+    field: str | None = None,
+    old: str | None = None,
+    new: str | None = None,
+    reason: str | None = None,
+    chain: str | None = None,
+    require_reason: bool = False,
+    ts: dt.datetime | None = None,
+) -> AuditEntry:
+    """Append one audit entry describing a change the caller is making in this same transaction."""
+    if require_reason and not (reason and reason.strip()):
+        raise ReasonRequired(f"{field or entity_type}: a reason for the change is required")
+    trial = trial if trial is not None else actor.trial
+    chain = chain or chain_name(trial, participant, user=actor.username)
+    head = _lock_head(session, chain, trial)
+    fields = {
+        "trial": trial,
+        "chain": chain,
+        "ts": ts or utcnow(),
+        "actor_user": actor.username,
+        "actor_role": str(actor.role) if actor.role else None,
+        "actor_site": actor.site,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "participant": participant,
+        "field": field,
+        "old_value": old,
+        "new_value": new,
+        "reason": reason.strip() if reason else None,
+        "request_id": actor.request_id,
+        "client_addr": actor.client_addr,
+    }
+    current = chainlib.ChainHead(chain=chain, chain_seq=head.chain_seq, hash=head.hash) if head.chain_seq else None
+    row = chainlib.next_entry(current, fields)
+    entry = AuditEntry(**{k: row[k] for k in row if k != "seq"})
+    session.add(entry)
+    head.chain_seq = row["chain_seq"]
+    head.hash = row["hash"]
+    return entry
+
+
+def record_changes(session: Session, actor: Actor, action: str, entity_type: str, entity_id: Any,
+                   changes: dict[str, tuple[str | None, str | None]], **kw: Any) -> None:
+    """One entry per changed field (old, new), skipping fields whose value did not change."""
+    for name, (old, new) in changes.items():
+        if old != new:
+            record(session, actor, action, entity_type, entity_id, field=name, old=old, new=new, **kw)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+
+
+def create_checkpoint(session: Session, private_key, reason: str) -> Checkpoint | None:
+    """Sign the heads of every chain that moved since the last checkpoint.
+
+    Heads being written right now are skipped (SKIP LOCKED) and caught by the next checkpoint, so signing
+    never waits on, or deadlocks with, data entry. Returns None when nothing moved.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        # One checkpoint writer at a time keeps checkpoint numbers consecutive.
+        session.execute(select(func.pg_advisory_xact_lock(0x7472_6961_6C6D)))
+    heads = session.scalars(
+        select(ChainHead).where(ChainHead.chain_seq > ChainHead.checkpointed_seq)
+        .order_by(ChainHead.chain).with_for_update(skip_locked=True)
+    ).all()
+    last = session.scalars(select(Checkpoint).order_by(Checkpoint.seq.desc()).limit(1)).first()
+    if not heads and reason == "periodic":
+        return None
+    seq = (last.seq + 1) if last else 1
+    prev = chainlib.checkpoint_hash(last.body) if last else chainlib.GENESIS_HASH
+    cp = chainlib.make_checkpoint(private_key, seq, utcnow(), {h.chain: (h.chain_seq, h.hash) for h in heads}, prev)
+    row = Checkpoint(seq=cp["seq"], ts=cp["ts"], body=cp["body"], signature=cp["signature"],
+                     key_id=cp["key_id"], reason=reason)
+    session.add(row)
+    for h in heads:
+        h.checkpointed_seq = h.chain_seq
+    session.flush()
+    return row
+
+
+def last_checkpoint_time(session: Session) -> dt.datetime | None:
+    return session.scalar(select(func.max(Checkpoint.ts)))
+
+
+# -- reading back -------------------------------------------------------------------------------------
+
+ENTRY_COLUMNS = [c.name for c in AuditEntry.__table__.columns]
+
+
+def iter_entries(session: Session, trial: str | None = None, batch: int = 5000) -> Iterator[dict]:
+    """Every entry in seq order as a plain dict, streamed in keyset batches (bounded memory)."""
+    cols = [AuditEntry.__table__.c[name] for name in ENTRY_COLUMNS]
+    after = 0
+    while True:
+        stmt = select(*cols).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(batch)
+        if trial is not None:
+            stmt = stmt.where(AuditEntry.trial == trial)
+        rows = session.execute(stmt).all()
+        if not rows:
+            return
+        for r in rows:
+            yield dict(zip(ENTRY_COLUMNS, r, strict=True))
+        after = rows[-1][0]
+
+
+def iter_checkpoints(session: Session) -> Iterator[dict]:
+    for cp in session.scalars(select(Checkpoint).order_by(Checkpoint.seq)):
+        yield {"seq": cp.seq, "ts": cp.ts, "body": cp.body, "signature": cp.signature, "key_id": cp.key_id}

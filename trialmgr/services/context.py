@@ -1,0 +1,42 @@
+"""Who is acting, and from where: handed explicitly to every service."""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+from dataclasses import dataclass, field
+
+from trialmgr.domain.vocab import Role
+
+
+@dataclass(frozen=True)
+class Actor:
+    username: str
+    role: Role | None = None
+    trial: str | None = None
+    sites: tuple[str, ...] = ()
+    user_id: int | None = None
+    full_name: str = ""
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    client_addr: str | None = None
+
+    @property
+    def site(self) -> str | None:
+        """The site recorded in the audit trail: the acting user's site when there is exactly one."""
+        return self.sites[0] if len(self.sites) == 1 else None
+
+    def sees_site(self, site_code: str) -> bool:
+        return self.role is None or not self.role.site_bound or site_code in self.sites
+
+
+def cli_actor(role: Role | None = Role.ADMIN, trial: str | None = None) -> Actor:
+    """The operator at the server's console: recorded as cli:<os user>."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return Actor(username=f"cli:{who}", role=role, trial=trial, full_name=f"console user {who}",
+                 client_addr="console")
+
+
+SYSTEM = Actor(username="system", full_name="trialmgr", client_addr="internal")

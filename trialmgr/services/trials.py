@@ -1,0 +1,119 @@
+"""Trials and their protocol versions: loading a protocol file, amendments, the current protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from trialmgr.db.models_accounts import ProtocolVersion, Site, Trial
+from trialmgr.domain.errors import NotFound
+from trialmgr.domain.protocol import Protocol, parse_protocol
+from trialmgr.protocols import load_protocol_file
+from trialmgr.services import audit
+from trialmgr.services.context import Actor
+
+
+@lru_cache(maxsize=32)
+def _parse_text(text: str, sha256: str) -> Protocol:
+    proto = parse_protocol(tomllib.loads(text))
+    return dataclasses.replace(proto, sha256=sha256)
+
+
+def protocol_from_version(version: ProtocolVersion) -> Protocol:
+    return _parse_text(version.source_text, version.sha256)
+
+
+def current_version(session: Session, trial_id: str) -> ProtocolVersion:
+    version = session.scalar(select(ProtocolVersion).where(ProtocolVersion.trial_id == trial_id)
+                             .order_by(ProtocolVersion.number.desc()).limit(1))
+    if version is None:
+        raise NotFound(f"unknown trial {trial_id!r}")
+    return version
+
+
+def current_protocol(session: Session, trial_id: str) -> Protocol:
+    return protocol_from_version(current_version(session, trial_id))
+
+
+def get_trial(session: Session, trial_id: str) -> Trial:
+    trial = session.get(Trial, trial_id)
+    if trial is None:
+        raise NotFound(f"unknown trial {trial_id!r}")
+    return trial
+
+
+def list_trials(session: Session) -> list[Trial]:
+    return list(session.scalars(select(Trial).order_by(Trial.id)))
+
+
+def load_protocol(session: Session, actor: Actor, path: str | Path) -> tuple[ProtocolVersion, bool]:
+    """Register a protocol file. A changed file becomes a new version (an amendment); old ones stay as they were.
+
+    Returns (version, created); loading the same bytes again creates nothing.
+    """
+    path = Path(path)
+    proto = load_protocol_file(path)  # raises ProtocolInvalid listing every mistake
+    text = path.read_bytes().decode("utf-8")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    trial = session.get(Trial, proto.id)
+    if trial is None:
+        trial = Trial(id=proto.id, title=proto.title)
+        session.add(trial)
+        session.flush()
+        audit.record(session, actor, "trial:create", "trial", proto.id, trial=proto.id, field="title",
+                     new=proto.title)
+    existing = session.scalar(select(ProtocolVersion).where(ProtocolVersion.trial_id == proto.id,
+                                                            ProtocolVersion.sha256 == sha))
+    if existing is not None:
+        return existing, False
+    number = (session.scalar(select(func.max(ProtocolVersion.number))
+                             .where(ProtocolVersion.trial_id == proto.id)) or 0) + 1
+    version = ProtocolVersion(trial_id=proto.id, number=number, label=proto.version, sha256=sha,
+                              source_name=path.name, source_text=text, loaded_by=actor.username)
+    session.add(version)
+    session.flush()
+    audit.record(session, actor, "protocol:load" if number == 1 else "protocol:amend", "protocol_version",
+                 version.id, trial=proto.id, field="sha256", new=sha,
+                 reason=None if number == 1 else f"amendment to version {proto.version} from {path.name}")
+    if trial.title != proto.title:
+        audit.record(session, actor, "trial:update", "trial", proto.id, trial=proto.id, field="title",
+                     old=trial.title, new=proto.title)
+        trial.title = proto.title
+    _sync_sites(session, actor, proto)
+    return version, True
+
+
+def _sync_sites(session: Session, actor: Actor, proto: Protocol) -> None:
+    existing = {s.code: s for s in session.scalars(select(Site).where(Site.trial_id == proto.id))}
+    wanted = {s.code: s for s in proto.sites}
+    for code, spec in wanted.items():
+        site = existing.get(code)
+        if site is None:
+            session.add(Site(trial_id=proto.id, code=code, name=spec.name, active=True))
+            audit.record(session, actor, "site:create", "site", code, trial=proto.id, field="name", new=spec.name)
+        else:
+            if site.name != spec.name:
+                audit.record(session, actor, "site:update", "site", code, trial=proto.id, field="name",
+                             old=site.name, new=spec.name)
+                site.name = spec.name
+            if not site.active:
+                audit.record(session, actor, "site:update", "site", code, trial=proto.id, field="active",
+                             old="false", new="true")
+                site.active = True
+    for code, site in existing.items():
+        # A site dropped by an amendment is closed, never deleted: its participants keep their history.
+        if code not in wanted and site.active:
+            audit.record(session, actor, "site:update", "site", code, trial=proto.id, field="active",
+                         old="true", new="false")
+            site.active = False
+    session.flush()
+
+
+def sites(session: Session, trial_id: str) -> list[Site]:
+    return list(session.scalars(select(Site).where(Site.trial_id == trial_id).order_by(Site.code)))

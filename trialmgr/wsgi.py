@@ -1,0 +1,5 @@
+"""gunicorn trialmgr.wsgi:app"""
+
+from trialmgr import create_app
+
+app = create_app()
