@@ -204,3 +204,27 @@ def raises_field(field: str):
     with pytest.raises(ValidationFailed) as info:
         yield info
     assert field in info.value.errors, info.value.errors
+
+
+@pytest.fixture
+def enroll(db, actor, trial):
+    """enroll(site="DE", sex="F") -> participant code, through screen and enroll with consent."""
+    from tests.support import eligible_answers
+    from trialmgr.services import enrollment
+
+    def _enroll(site: str = "DE", sex: str = "F", trial_id: str = trial) -> str:
+        with db.session() as s:
+            res = enrollment.screen(s, actor, trial_id, eligible_answers(sex=sex), site=site)
+            p = enrollment.enroll(s, actor, trial_id, res.screening.id, consent_date=enrollment.today(),
+                                  consent_version="1.0")
+            return p.code
+
+    return _enroll
+
+
+@pytest.fixture
+def allocation_list(db, actor, settings, trial):
+    from trialmgr.services import randomization
+
+    with db.session() as s:
+        return randomization.generate(s, actor, settings, trial).id

@@ -38,6 +38,7 @@ def upgrade() -> None:
     sa.Column('commitment', sa.String(length=64), nullable=False),
     sa.Column('secret', sa.LargeBinary(), nullable=False),
     sa.Column('slots_total', sa.Integer(), nullable=False),
+    sa.Column('slots_per_stratum', sa.Integer(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['trial_id'], ['trial.id'], name=op.f('fk_allocation_list_trial_id_trial')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_allocation_list')),

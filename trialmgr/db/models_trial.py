@@ -74,6 +74,7 @@ class AllocationList(Base):
     commitment: Mapped[str] = mapped_column(String(64))
     secret: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted salt (+ seed when generated)
     slots_total: Mapped[int] = mapped_column(Integer)
+    slots_per_stratum: Mapped[int] = mapped_column(Integer)  # as requested; each stratum ends at a block end
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 

@@ -117,3 +117,14 @@ def _sync_sites(session: Session, actor: Actor, proto: Protocol) -> None:
 
 def sites(session: Session, trial_id: str) -> list[Site]:
     return list(session.scalars(select(Site).where(Site.trial_id == trial_id).order_by(Site.code)))
+
+
+def require_open(session: Session, trial_id: str) -> Trial:
+    """Refuse new data unless the trial's data are open (frozen and locked data take none)."""
+    from trialmgr.domain.errors import DataLocked
+    from trialmgr.domain.vocab import DataState
+
+    trial = get_trial(session, trial_id)
+    if trial.data_state is not DataState.OPEN:
+        raise DataLocked(f"the data of {trial_id} are {trial.data_state.value}: no new data can be entered")
+    return trial
