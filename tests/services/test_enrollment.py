@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from tests.support import eligible_answers
 from trialmgr.db.models_audit import AuditEntry
 from trialmgr.db.models_trial import Participant, Screening
-from trialmgr.domain.errors import ConsentMissing, Conflict, NotEligible, NotFound, PermissionDenied, ValidationFailed
+from trialmgr.domain.errors import Conflict, ConsentMissing, NotEligible, NotFound, PermissionDenied, ValidationFailed
 from trialmgr.domain.vocab import Role, ScreeningOutcome
 from trialmgr.services import enrollment
 from trialmgr.services.context import Actor
@@ -122,10 +122,9 @@ def test_failed_enrollment_does_not_use_up_a_number(db, actor, trial):
     with db.session() as s:
         a = enrollment.screen(s, actor, trial, eligible_answers(), site="NC").screening.id
         b = enrollment.screen(s, actor, trial, eligible_answers(), site="NC").screening.id
-    with pytest.raises(ValidationFailed):
-        with db.session() as s:
-            enrollment.enroll(s, actor, trial, a, consent_date=TODAY, consent_version="1.0")
-            raise ValidationFailed({"x": "simulated failure after the number was taken"})
+    with pytest.raises(ValidationFailed), db.session() as s:
+        enrollment.enroll(s, actor, trial, a, consent_date=TODAY, consent_version="1.0")
+        raise ValidationFailed({"x": "simulated failure after the number was taken"})
     with db.session() as s:
         assert enrollment.enroll(s, actor, trial, b, consent_date=TODAY, consent_version="1.0").code == "NC-0001"
 

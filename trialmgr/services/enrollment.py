@@ -17,7 +17,7 @@ from trialmgr.db.models_accounts import Site
 from trialmgr.db.models_trial import Participant, Screening, SiteCounter
 from trialmgr.domain import crf
 from trialmgr.domain.eligibility import EligibilityResult, evaluate
-from trialmgr.domain.errors import ConsentMissing, Conflict, NotEligible, NotFound, ValidationFailed
+from trialmgr.domain.errors import Conflict, ConsentMissing, NotEligible, NotFound, ValidationFailed
 from trialmgr.domain.vocab import ParticipantStatus, Role, ScreeningOutcome
 from trialmgr.services import audit, trials
 from trialmgr.services.context import Actor
