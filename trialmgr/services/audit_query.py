@@ -163,19 +163,19 @@ def csv_rows(session: Session, trial: str, f: AuditFilter, *, blinded: bool = Fa
             return
 
 
-def verify(session: Session, public_keys: dict, trial: str | None = None):
-    """Verify every entry (of one trial, or all) and every checkpoint; the report names the first problem."""
+def verify(session: Session, public_keys: dict, trial: str | None = None, *, known_checkpoint=None):
+    """Verify every entry (of one trial, or all) and every checkpoint; the report names the first problem.
+
+    Checkpoints are read first: each signed head is then checked as the entries stream past, so memory grows
+    with the number of chains, not entries.
+    """
+    from trialmgr.domain.audit import trial_filter
     from trialmgr.domain.audit_verify import Verifier
 
-    chain_filter = None
-    if trial is not None:
-        prefix = f"{trial}/"
-
-        def chain_filter(chain: str) -> bool:
-            return chain.startswith(prefix)
-    verifier = Verifier(public_keys, chain_filter=chain_filter)
-    for entry in audit.iter_entries(session, trial=trial):
-        verifier.add_entry(entry)
+    verifier = Verifier(public_keys, chain_filter=trial_filter(trial) if trial is not None else None,
+                        known_checkpoint=known_checkpoint)
     for cp in audit.iter_checkpoints(session):
         verifier.add_checkpoint(cp)
+    for entry in audit.iter_entries(session, trial=trial):
+        verifier.add_entry(entry)
     return verifier.finish()

@@ -1,0 +1,422 @@
+"""Streaming verification of the audit trail with only the public key(s).
+
+Feed the checkpoints FIRST (``add_checkpoint``/``add_checkpoints``, in checkpoint seq order), then the
+entries in global ``seq`` order, chains interleaved (``add_entry``/``add_entries``), then call ``finish``.
+Checkpoints come first because a signed head (chain_seq, hash) must be compared with the entry at that
+position as it streams past; checkpoints are few (one per period or lock/export, listing only the chains
+that moved), so memory stays bounded by chains and checkpoint heads, never by entries.
+
+Per chain the verifier keeps the last accepted entry. An entry is accepted when its recomputed hash equals
+its stored hash, its ``prev_hash`` equals the head's hash and its ``chain_seq`` is the head's plus one, and,
+where a checkpoint signed that position, its hash equals the signed one. The first deviation breaks the
+chain and records its problem; the next few entries of that chain only refine what kind it was:
+
+* ``changed``  the recomputed hash differs (content edited); or a successor was chained to a different hash
+  for it (edited and re-hashed); or it differs from the hash a checkpoint signed for that position (the chain
+  was rewritten consistently before that checkpoint: the named entry is the signed position); or its
+  chain_seq disagrees with its link (renumbered on its own).
+* ``missing``  a gap in chain_seq whose first entry does not link to the head, never filled later.
+* ``reordered`` a gap that is filled by a later entry of the chain: entries swapped their seq positions.
+* ``inserted`` two entries claim the same predecessor (a fork); the one the chain does not continue from,
+  or the one a checkpoint does not confirm, was inserted. A renumbered successor shows this directly; a
+  second copy of a position the chain already passed is inserted too.
+* ``truncated`` a checkpoint signed a head (chain_seq, hash) that the chain no longer reaches.
+* ``signature_invalid`` / ``checkpoint_missing`` the checkpoint trail itself: bad or unknown-key signature,
+  a body that differs from its row; a gap in checkpoint seq or a broken ``prev`` link.
+
+The report holds ONE problem: checkpoint-trail problems first (every other check leans on them), then the
+entry problem with the lowest global seq, then truncations. One problem per chain is kept (bounded memory).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from trialmgr.domain.audit import (
+    _ENTRY_PREFIX,
+    _EPOCH,
+    _HEX64,
+    _NAIVE_EPOCH,
+    _ONE_US,
+    CHECKPOINT_TYPE,
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    Problem,
+    ProblemKind,
+    VerifyReport,
+    _encode,
+    checkpoint_hash,
+    key_id,
+    trial_filter,
+    utc_text,
+)
+
+__all__ = ["Problem", "ProblemKind", "Verifier", "VerifyReport", "trial_filter", "verify_entries"]
+
+
+# seq, chain_seq, hash, then exactly the hashed array: prev_hash and HASHED_FIELDS (chain is v[4]).
+_ROW = operator.itemgetter("seq", "chain_seq", "hash", "prev_hash", *HASHED_FIELDS)
+_SKIP: Any = object()  # chains excluded by chain_filter
+_FINAL = ("final",)
+
+
+def _at(seq: int | None, chain: str, chain_seq: int) -> str:
+    return f"entry {seq} (chain {chain} #{chain_seq})"
+
+
+def _entries(lo: int, hi: int, verb: str) -> str:
+    # verb in its plural form ("were deleted"); a single entry reads "entry #5 was deleted".
+    if lo == hi:
+        return f"entry #{lo} " + verb.replace("were", "was").replace("are", "is")
+    return f"entries #{lo}..#{hi} {verb}"
+
+
+class _Chain:
+    __slots__ = ("name", "cs", "hash", "prev", "seq", "exp", "exp_i", "next_exp", "verified_cs", "pending",
+                 "problem")
+
+    def __init__(self, name: str, exp: list[tuple[int, str, int]]) -> None:
+        self.name = name
+        self.cs = 0
+        self.hash = GENESIS_HASH
+        self.prev: str | None = None
+        self.seq: int | None = None
+        self.exp = exp  # signed heads (chain_seq, hash, checkpoint seq), sorted
+        self.exp_i = 0
+        self.next_exp = exp[0][0] if exp else -1
+        self.verified_cs = 0
+        self.pending: tuple | None = None
+        self.problem: Problem | None = None
+
+    def fail(self, kind: ProblemKind, seq: int | None, chain_seq: int, message: str, *,
+             checkpoint: int | None = None, pending: tuple = _FINAL) -> None:
+        self.problem = Problem(kind, seq, self.name, chain_seq, checkpoint, message)
+        self.pending = pending
+
+
+def _as_key_map(public_keys: Any) -> dict[str, Ed25519PublicKey]:
+    if isinstance(public_keys, Ed25519PublicKey):
+        return {key_id(public_keys): public_keys}
+    return dict(public_keys)
+
+
+class Verifier:
+    """Checkpoints first, then entries in seq order, then ``finish()``. See the module docstring."""
+
+    def __init__(self, public_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, *,
+                 chain_filter: Callable[[str], bool] | None = None,
+                 known_checkpoint: tuple[int, str] | None = None) -> None:
+        self._keys = _as_key_map(public_keys)
+        self._filter = chain_filter
+        self._known = known_checkpoint
+        self._chains: dict[str, Any] = {}
+        self._expect: dict[str, list[tuple[int, str, int]]] = {}
+        self._cp_seq = 0
+        self._cp_prev_hash: str | None = GENESIS_HASH  # None: the previous one is missing
+        self._cp_count = 0
+        self._cp_problems: list[Problem] = []
+        self._seq_problems: list[Problem] = []
+        self._last_seq: int | float = float("-inf")
+        self._entries = 0
+        self._started = False
+        self._finished = False
+        self._second: tuple[int, str] = (0, "1970-01-01T00:00:00.")  # see utc_text()
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def add_checkpoints(self, checkpoints: Iterable[Mapping[str, Any]]) -> None:
+        for cp in checkpoints:
+            self.add_checkpoint(cp)
+
+    def add_checkpoint(self, cp: Mapping[str, Any]) -> None:
+        if self._started or self._finished:
+            raise RuntimeError("checkpoints must be given before the first entry")
+        seq, body = cp["seq"], cp["body"]
+        self._cp_count += 1
+        if seq <= self._cp_seq:
+            self._cp_problem(ProblemKind.CHECKPOINT_MISSING, seq, f"checkpoint {seq} comes after checkpoint "
+                             f"{self._cp_seq}: the checkpoint trail is out of order")
+            return
+        if seq > self._cp_seq + 1:
+            lo, hi = self._cp_seq + 1, seq - 1
+            what = f"checkpoint {lo} is" if lo == hi else f"checkpoints {lo}..{hi} are"
+            self._cp_problem(ProblemKind.CHECKPOINT_MISSING, lo, f"{what} missing (the trail jumps to {seq})")
+            self._cp_prev_hash = None
+        this_hash = checkpoint_hash(body)
+        expected_prev, self._cp_prev_hash, self._cp_seq = self._cp_prev_hash, this_hash, seq
+        if self._known is not None and self._known[0] == seq and self._known[1] != this_hash:
+            self._cp_problem(ProblemKind.CHECKPOINT_MISSING, seq,
+                             f"checkpoint {seq} is not the one recorded outside the database: it was replaced")
+        parsed = self._signed_body(cp)
+        if parsed is None:
+            return
+        if expected_prev is not None and parsed["prev"] != expected_prev:
+            self._cp_problem(ProblemKind.CHECKPOINT_MISSING, seq,
+                             f"checkpoint {seq} does not follow checkpoint {seq - 1}: its prev hash differs, "
+                             "so a checkpoint between them was removed or checkpoint "
+                             f"{seq - 1} was altered")
+        flt = self._filter
+        for chain, (chain_seq, head_hash) in parsed["heads"].items():
+            if flt is None or flt(chain):
+                self._expect.setdefault(chain, []).append((chain_seq, head_hash, seq))
+
+    def _signed_body(self, cp: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The parsed body if the signature holds and the body is well formed; else records the problem."""
+        seq, body, kid = cp["seq"], cp["body"], cp.get("key_id")
+        key = self._keys.get(kid)  # type: ignore[arg-type]
+        if key is None:
+            self._cp_problem(ProblemKind.SIGNATURE_INVALID, seq,
+                             f"checkpoint {seq} is signed with key {kid!r}, which is not a known public key")
+            return None
+        try:
+            signature = base64.b64decode(cp["signature"], validate=True)
+            # Only the canonical spelling: base64 ignores some trailing bits, an edit there must show too.
+            if base64.b64encode(signature).decode() != cp["signature"]:
+                raise ValueError("non-canonical base64")
+            key.verify(signature, body.encode())
+        except (InvalidSignature, binascii.Error, ValueError, TypeError, AttributeError):
+            self._cp_problem(ProblemKind.SIGNATURE_INVALID, seq,
+                             f"checkpoint {seq} fails its signature check: its body or signature was altered")
+            return None
+        try:
+            parsed = json.loads(body)
+            heads = parsed["heads"]
+            well_formed = (
+                parsed["type"] == CHECKPOINT_TYPE and parsed["seq"] == seq and parsed["key_id"] == kid
+                and isinstance(parsed["prev"], str) and bool(_HEX64.match(parsed["prev"]))
+                and isinstance(heads, dict)
+                and all(type(h[0]) is int and h[0] >= 1 and _HEX64.match(h[1]) for h in heads.values())
+            )
+        except (ValueError, KeyError, TypeError, IndexError):
+            well_formed = False
+        if not well_formed:
+            self._cp_problem(ProblemKind.SIGNATURE_INVALID, seq,
+                             f"checkpoint {seq}: the signed body is not a checkpoint of this seq and key")
+            return None
+        row_ts = cp.get("ts")
+        if row_ts is not None:
+            text = utc_text(row_ts) if isinstance(row_ts, datetime) else str(row_ts)
+            if text != parsed.get("ts"):
+                self._cp_problem(ProblemKind.SIGNATURE_INVALID, seq,
+                                 f"checkpoint {seq}: its ts column ({text}) differs from the signed time")
+                return None
+        return parsed
+
+    def _cp_problem(self, kind: ProblemKind, seq: int, message: str) -> None:
+        self._cp_problems.append(Problem(kind, None, None, None, seq, message))
+
+    # -- entries -------------------------------------------------------------------------------------------
+
+    def add_entry(self, entry: Mapping[str, Any]) -> None:
+        self.add_entries((entry,))
+
+    def add_entries(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Check entries given in ascending global seq order; keeps nothing per entry."""
+        if self._finished:
+            raise RuntimeError("finish() was already called")
+        self._started = True
+        # Hot loop (a million rows): locals only, one itemgetter per row, one C JSON call, one hash.
+        row, encode, join, prefix, sha = _ROW, _encode, "".join, _ENTRY_PREFIX, hashlib.sha256
+        epoch, one_us, naive_epoch, text_type = _EPOCH, _ONE_US, _NAIVE_EPOCH, str
+        chains, last, count = self._chains, self._last_seq, 0
+        second, second_text = self._second
+        try:
+            for entry in entries:
+                v = row(entry)
+                seq = v[0]
+                if seq <= last:
+                    self._out_of_order(seq, last, v)
+                last = seq
+                st = chains.get(v[4])
+                if st is None:
+                    st = self._open(v[4])
+                if st is _SKIP:
+                    continue
+                count += 1
+                pending = st.pending
+                n = v[1]
+                if pending is None:
+                    ts = v[-1]
+                    if ts.__class__ is text_type:  # exported bundle: hashed as written
+                        ts_text = ts
+                    else:
+                        # utc_text() inlined: a call per row costs as much as the formatting itself.
+                        try:
+                            sec, frac = divmod((ts - epoch) // one_us, 1_000_000)
+                        except TypeError:
+                            utc_text(ts)  # raises the same error as the writer would
+                            raise
+                        if sec != second:
+                            second = sec
+                            second_text = (naive_epoch + timedelta(seconds=sec)).isoformat() + "."
+                        ts_text = f"{second_text}{frac:06d}Z"
+                    computed = sha(prefix + join(encode(v[3:-1] + (ts_text,), 0)).encode()).hexdigest()
+                    if computed == v[2] and v[3] == st.hash and n == st.cs + 1:
+                        st.prev, st.hash, st.cs, st.seq = st.hash, computed, n, seq
+                        if n == st.next_exp:
+                            self._signed_position(st, seq, n, computed)
+                    else:
+                        self._deviate(st, seq, n, v[2], v[3], computed)
+                elif pending is not _FINAL:
+                    self._refine(st, seq, n, v[2], v[3])
+        finally:
+            self._last_seq = last
+            self._entries += count
+            self._second = (second, second_text)
+
+    def _open(self, chain: str) -> Any:
+        if self._filter is not None and not self._filter(chain):
+            self._chains[chain] = _SKIP
+            return _SKIP
+        exp = sorted(self._expect.pop(chain, ()))
+        st = self._chains[chain] = _Chain(chain, exp)
+        return st
+
+    def _out_of_order(self, seq: int, last: Any, v: tuple) -> None:
+        if not self._seq_problems:
+            self._seq_problems.append(Problem(
+                ProblemKind.REORDERED, seq, v[4], v[1], None,
+                f"{_at(seq, v[4], v[1])} comes after entry {last}: the log is not in seq order"))
+
+    def _signed_position(self, st: _Chain, seq: int, n: int, computed: str) -> None:
+        exp, i = st.exp, st.exp_i
+        while i < len(exp) and exp[i][0] == n:
+            _, signed, cp = exp[i]
+            i += 1
+            if signed != computed:
+                st.fail(ProblemKind.CHANGED, seq, n,
+                        f"{_at(seq, st.name, n)} does not match the hash checkpoint {cp} signed for #{n}: "
+                        f"the chain was rewritten after #{st.verified_cs} and re-hashed",
+                        checkpoint=cp, pending=("cp", seq, n, st.prev, signed, cp))
+                break
+            st.verified_cs = n
+        st.exp_i = i
+        st.next_exp = exp[i][0] if i < len(exp) else -1
+
+    def _deviate(self, st: _Chain, seq: int, n: int, stored: str, prev: str, computed: str) -> None:
+        name, cs = st.name, st.cs
+        if computed != stored:
+            st.fail(ProblemKind.CHANGED, seq, n,
+                    f"{_at(seq, name, n)} was changed: its content does not match its hash")
+        elif n == cs + 1:
+            if cs and prev == st.prev and st.verified_cs < cs:
+                st.fail(ProblemKind.INSERTED, st.seq, cs,
+                        f"{_at(st.seq, name, cs)} was inserted: the next entry {seq} (#{n}) is chained "
+                        f"directly to #{cs - 1}, so #{cs} was not there when it was written")
+            elif cs and prev == st.prev:
+                st.fail(ProblemKind.INSERTED, seq, n,
+                        f"{_at(seq, name, n)} was inserted: it claims the same predecessor as #{cs}, "
+                        "which a checkpoint confirmed")
+            elif cs == 0:
+                st.fail(ProblemKind.MISSING, seq, 1,
+                        f"entries before {_at(seq, name, n)} are missing: it does not start from the genesis hash")
+            else:
+                st.fail(ProblemKind.CHANGED, st.seq, cs,
+                        f"{_at(st.seq, name, cs)} was changed: the next entry {seq} (#{n}) was chained to a "
+                        f"different hash for it (or an entry between them was deleted and the rest renumbered)")
+        elif n > cs + 1:
+            if prev == st.hash:
+                st.fail(ProblemKind.CHANGED, seq, n,
+                        f"{_at(seq, name, n)} was renumbered: it is chained to #{cs}, so it must be #{cs + 1}",
+                        pending=("gap_linked", cs, n, prev, seq))
+            else:
+                st.fail(ProblemKind.MISSING, seq, cs + 1,
+                        f"chain {name}: {_entries(cs + 1, n - 1, 'are missing')} before {_at(seq, name, n)} "
+                        "(deleted from the middle of the chain)",
+                        pending=("gap_broken", cs, n, seq))
+        elif prev == st.hash:
+            st.fail(ProblemKind.CHANGED, seq, n,
+                    f"{_at(seq, name, n)} was renumbered: it is chained to #{cs}, so it must be #{cs + 1}")
+        elif n == cs and prev == st.prev and st.verified_cs < cs:
+            st.fail(ProblemKind.INSERTED, seq, n,
+                    f"{_at(seq, name, n)} was inserted: entry {st.seq} is #{n} too, with the same predecessor",
+                    pending=("fork", st.seq, cs, seq, stored))
+        else:
+            st.fail(ProblemKind.INSERTED, seq, n,
+                    f"{_at(seq, name, n)} was inserted: the chain had already reached #{cs} at entry {st.seq}")
+
+    def _refine(self, st: _Chain, seq: int, n: int, stored: str, prev: str) -> None:
+        p, name = st.pending, st.name
+        assert p is not None
+        if p[0] == "cp":
+            _, x_seq, x_cs, x_prev, signed, cp = p
+            # The signed entry reappears right after X, or X and this entry share a parent: X was inserted.
+            if stored == signed or prev == x_prev:
+                st.fail(ProblemKind.INSERTED, x_seq, x_cs,
+                        f"{_at(x_seq, name, x_cs)} was inserted: checkpoint {cp} signed a different #{x_cs}, "
+                        f"which now follows it as entry {seq}", checkpoint=cp)
+            st.pending = _FINAL
+        elif p[0] == "fork":
+            _, x_seq, x_cs, e_seq, e_hash = p
+            if prev == e_hash:
+                st.fail(ProblemKind.INSERTED, x_seq, x_cs,
+                        f"{_at(x_seq, name, x_cs)} was inserted: the chain continues from entry {e_seq}, the "
+                        f"other #{x_cs}")
+            st.pending = _FINAL
+        elif p[0] == "gap_linked":
+            _, lo, hi, e_prev, e_seq = p
+            if lo < n < hi and prev == e_prev:
+                st.fail(ProblemKind.INSERTED, seq, n,
+                        f"{_at(seq, name, n)} was inserted: entry {e_seq} (#{hi}) is chained directly to #{lo}")
+        elif p[0] == "gap_broken":
+            _, lo, hi, e_seq = p
+            if lo < n < hi:
+                st.fail(ProblemKind.REORDERED, e_seq, hi,
+                        f"{_at(e_seq, name, hi)} and entry {seq} (#{n}) are out of order: #{n} must come "
+                        f"first, their seq positions were swapped")
+
+    # -- result --------------------------------------------------------------------------------------------
+
+    def finish(self) -> VerifyReport:
+        self._finished = True
+        if self._known is not None and self._cp_seq < self._known[0]:
+            self._cp_problem(ProblemKind.CHECKPOINT_MISSING, self._cp_seq + 1,
+                             f"checkpoints {self._cp_seq + 1}..{self._known[0]} are missing: checkpoint "
+                             f"{self._known[0]} was recorded outside the database")
+        entry_problems = list(self._seq_problems)
+        truncations: list[Problem] = []
+        chains = 0
+        for st in self._chains.values():
+            if st is _SKIP:
+                continue
+            chains += 1
+            if st.problem is not None:
+                entry_problems.append(st.problem)
+            elif st.exp_i < len(st.exp):
+                truncations.append(self._truncated(st.name, st.cs, st.seq, st.exp[-1]))
+        for chain, exp in self._expect.items():  # signed chains with no entry left at all
+            truncations.append(self._truncated(chain, 0, None, max(exp)))
+        entry_problems.sort(key=lambda p: p.seq)
+        truncations.sort(key=lambda p: (p.checkpoint, p.chain))
+        ordered = [*self._cp_problems, *entry_problems, *truncations]
+        problem = ordered[0] if ordered else None
+        return VerifyReport(problem is None, self._entries, self._cp_count, chains, problem)
+
+    @staticmethod
+    def _truncated(chain: str, cs: int, seq: int | None, signed: tuple[int, str, int]) -> Problem:
+        m, _, cp = signed
+        where = f"ends at #{cs} (entry {seq})" if cs else "has no entries"
+        return Problem(ProblemKind.TRUNCATED, None, chain, cs + 1, cp,
+                       f"chain {chain} {where}, but checkpoint {cp} signed its head at #{m}: "
+                       f"{_entries(cs + 1, m, 'were deleted')}")
+
+
+def verify_entries(entries: Iterable[Mapping[str, Any]], checkpoints: Iterable[Mapping[str, Any]],
+                   public_key: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey,
+                   chain_filter: Callable[[str], bool] | None = None, *,
+                   known_checkpoint: tuple[int, str] | None = None) -> VerifyReport:
+    """Verify a whole trail: checkpoints are read first, entries then streamed in seq order."""
+    verifier = Verifier(public_key, chain_filter=chain_filter, known_checkpoint=known_checkpoint)
+    verifier.add_checkpoints(checkpoints)
+    verifier.add_entries(entries)
+    return verifier.finish()
