@@ -62,7 +62,8 @@ def instance_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def settings(database_url, instance_dir) -> Settings:
     return load_settings({"instance_path": instance_dir, "database_url": database_url,
-                          "secret_key": secrets.token_hex(16), "testing": True}, environ={})
+                          "secret_key": secrets.token_hex(16), "testing": True,
+                          "checkpoint_interval_seconds": 0}, environ={})
 
 
 class BoundDatabase(Database):
