@@ -229,3 +229,17 @@ def allocation_list(db, actor, settings, trial):
 
     with db.session() as s:
         return randomization.generate(s, actor, settings, trial).id
+
+
+@pytest.fixture
+def randomized(db, actor, settings, enroll, allocation_list):
+    """randomized(site="DE", sex="F") -> code of an enrolled and randomized participant."""
+    from trialmgr.services import randomization
+
+    def _make(site: str = "DE", sex: str = "F") -> str:
+        code = enroll(site, sex)
+        with db.session() as s:
+            randomization.randomize(s, actor, settings, "hip-pt-clbp", code)
+        return code
+
+    return _make

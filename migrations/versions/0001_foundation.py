@@ -64,6 +64,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_audit_entry_trial_entity_field', ['trial', 'entity_type', 'entity_id', 'field', 'seq'], unique=False)
         batch_op.create_index('ix_audit_entry_trial_participant_seq', ['trial', 'participant', 'seq'], unique=False)
         batch_op.create_index('ix_audit_entry_trial_seq', ['trial', 'seq'], unique=False)
+        batch_op.create_index('ix_audit_entry_trial_ts', ['trial', 'ts'], unique=False)
 
     op.create_table('trial',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -224,6 +225,7 @@ def downgrade() -> None:
     op.drop_table('user_account')
     op.drop_table('trial')
     with op.batch_alter_table('audit_entry', schema=None) as batch_op:
+        batch_op.drop_index('ix_audit_entry_trial_ts')
         batch_op.drop_index('ix_audit_entry_trial_seq')
         batch_op.drop_index('ix_audit_entry_trial_participant_seq')
         batch_op.drop_index('ix_audit_entry_trial_entity_field')

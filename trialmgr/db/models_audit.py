@@ -18,6 +18,7 @@ class AuditEntry(Base):
         Index("ix_audit_entry_trial_actor_seq", "trial", "actor_user", "seq"),
         Index("ix_audit_entry_trial_action_seq", "trial", "action", "seq"),
         Index("ix_audit_entry_trial_entity_field", "trial", "entity_type", "entity_id", "field", "seq"),
+        Index("ix_audit_entry_trial_ts", "trial", "ts"),
     )
 
     seq: Mapped[bigpk]

@@ -19,7 +19,7 @@ from trialmgr.domain import crf
 from trialmgr.domain.eligibility import EligibilityResult, evaluate
 from trialmgr.domain.errors import Conflict, ConsentMissing, NotEligible, NotFound, ValidationFailed
 from trialmgr.domain.vocab import ParticipantStatus, Role, ScreeningOutcome
-from trialmgr.services import audit, trials
+from trialmgr.services import audit, trials, visits
 from trialmgr.services.context import Actor
 
 ENROLLERS = (Role.COORDINATOR, Role.INVESTIGATOR)
@@ -163,8 +163,10 @@ def enroll(session: Session, actor: Actor, trial_id: str, screening_id: int, *, 
             missing["consent_date"] = "is required: record the date informed consent was signed"
         if not (consent_version or "").strip():
             missing["consent_version"] = "is required: the version of the consent form signed"
-        raise ConsentMissing("informed consent must be recorded before enrollment: "
+        exc = ConsentMissing("informed consent must be recorded before enrollment: "
                              + "; ".join(f"{k} {v}" for k, v in missing.items()))
+        exc.errors = missing  # {field: message}, so forms can show each next to its field
+        raise exc
     signed = _parse_date("consent_date", consent_date)
     errors = {}
     if signed > today():
@@ -202,6 +204,8 @@ def enroll(session: Session, actor: Actor, trial_id: str, screening_id: int, *, 
                         ("stratum", stratum), ("status", participant.status.value)):
         audit.record(session, actor, "participant:create", "participant", code, trial=trial_id, participant=code,
                      field=name, new=value)
+    # Baseline can be entered from enrollment on; randomization re-anchors the schedule on its own date.
+    visits.anchor_schedule(session, actor, proto, participant, today())
     return participant
 
 
@@ -233,3 +237,26 @@ def screening_counts(session: Session, trial_id: str) -> dict[str, int]:
     rows = session.execute(select(Screening.outcome, func.count()).where(Screening.trial_id == trial_id)
                            .group_by(Screening.outcome))
     return {outcome.value: n for outcome, n in rows}
+
+
+# -- screening log (web pages) -------------------------------------------------------------------------------
+
+def list_screenings(session: Session, actor: Actor, trial_id: str, *, site: str | None = None,
+                    outcome: str | None = None, limit: int = 500) -> list[Screening]:
+    """Newest first; site-bound roles see only their sites' screenings."""
+    stmt = select(Screening).where(Screening.trial_id == trial_id)
+    if site:
+        stmt = stmt.where(Screening.site_code == site.strip().upper())
+    if outcome:
+        try:
+            stmt = stmt.where(Screening.outcome == ScreeningOutcome(outcome))
+        except ValueError:
+            raise ValidationFailed({"outcome": f"unknown outcome {outcome!r}; one of "
+                                    + ", ".join(o.value for o in ScreeningOutcome)}) from None
+    if actor.role is not None and actor.role.site_bound and not actor.console:
+        stmt = stmt.where(Screening.site_code.in_(actor.sites))
+    return list(session.scalars(stmt.order_by(Screening.screening_date.desc(), Screening.id.desc()).limit(limit)))
+
+
+def participant_for_screening(session: Session, screening_id: int) -> Participant | None:
+    return session.scalar(select(Participant).where(Participant.screening_id == screening_id))

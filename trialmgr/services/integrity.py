@@ -53,3 +53,40 @@ def _accounts(session: Session, trial: str | None) -> Iterable[str]:
             if stored[field] != audited:
                 yield (f"user {user.username}: {field} is {stored[field]!r} in the database but the audit trail "
                        f"last recorded {audited!r} (changed outside the application)")
+
+
+@register
+def _form_values(session: Session, trial: str | None) -> Iterable[str]:
+    """Every stored form value equals the newest value the audit trail recorded for it."""
+    from sqlalchemy import select
+
+    from trialmgr.db.models_audit import AuditEntry
+    from trialmgr.db.models_crf import FormRecord, FormValue, VisitRecord
+    from trialmgr.db.models_trial import Participant
+    from trialmgr.services.crf import entity_id, stored_text
+
+    latest: dict[tuple[str, str, str], str | None] = {}
+    stmt = (select(AuditEntry.participant, AuditEntry.entity_id, AuditEntry.field, AuditEntry.new_value)
+            .where(AuditEntry.entity_type == "form").order_by(AuditEntry.seq))
+    if trial is not None:
+        stmt = stmt.where(AuditEntry.trial == trial)
+    for participant, eid, field, new in session.execute(stmt):
+        if not field.startswith("_"):  # _status, _sdv: record state, not stored values
+            latest[(participant, eid, field)] = new
+    stmt = (select(Participant.code, VisitRecord.code, FormRecord.form_id, FormRecord.instance, FormValue)
+            .join(FormRecord, FormRecord.id == FormValue.record_id)
+            .join(Participant, Participant.id == FormRecord.participant_id)
+            .outerjoin(VisitRecord, VisitRecord.id == FormRecord.visit_id))
+    if trial is not None:
+        stmt = stmt.where(FormRecord.trial_id == trial)
+    seen = set()
+    for code, visit_code, form_id, instance, fv in session.execute(stmt):
+        key = (code, entity_id(form_id, visit_code, instance), fv.field_id)
+        seen.add(key)
+        stored = stored_text(fv.value, fv.missing_code)
+        if latest.get(key, "\0absent") != stored:
+            yield (f"{code} {key[1]} {fv.field_id}: stored value {stored!r} differs from the audit trail's "
+                   f"{latest.get(key)!r} (changed outside the application)")
+    for key, value in latest.items():
+        if key not in seen and value is not None:
+            yield f"{key[0]} {key[1]} {key[2]}: the audit trail records {value!r} but no value is stored (deleted)"

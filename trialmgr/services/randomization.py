@@ -38,7 +38,7 @@ from trialmgr.domain.errors import (
 from trialmgr.domain.protocol import Protocol
 from trialmgr.domain.vocab import ParticipantStatus, Role
 from trialmgr.keys import allocation_key
-from trialmgr.services import audit, enrollment, trials
+from trialmgr.services import audit, enrollment, trials, visits
 from trialmgr.services.context import Actor
 
 RANDOMIZERS = (Role.COORDINATOR, Role.INVESTIGATOR)
@@ -190,6 +190,7 @@ def randomize(session: Session, actor: Actor, settings: Settings, trial_id: str,
                  reason=f"list {lst.number}, stratum {participant.stratum}, slot {seq}", **common)
     audit.record(session, actor, "participant:randomize", "participant", code, field="status",
                  old=ParticipantStatus.ENROLLED.value, new=ParticipantStatus.RANDOMIZED.value, **common)
+    visits.anchor_schedule(session, actor, trials.current_protocol(session, trial_id), participant, now.date())
     return Assignment(allocation, participant, created=True)
 
 
@@ -325,3 +326,14 @@ def design_report(session: Session, trial_id: str, n_sims: int = 10_000) -> dict
 
 def strata_json(participant: Participant) -> dict:
     return json.loads(participant.strata)
+
+
+# -- unblinding ledger (web pages) ---------------------------------------------------------------------------
+
+def list_unblindings(session: Session, trial_id: str) -> list[tuple]:
+    """(Unblinding, participant code) rows of a trial, newest first."""
+    from trialmgr.db.models_trial import Unblinding
+
+    return [tuple(r) for r in session.execute(
+        select(Unblinding, Participant.code).join(Participant, Participant.id == Unblinding.participant_id)
+        .where(Unblinding.trial_id == trial_id).order_by(Unblinding.at.desc(), Unblinding.id.desc()))]

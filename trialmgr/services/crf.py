@@ -1,0 +1,313 @@
+"""Case report forms: entering, changing and reading a form's values, with the audit trail, reasons for
+change, source data verification, automatic edit checks and the side effects some forms have.
+
+One place for every rule of a form: trialmgr.domain.crf validates; this service decides who may change what,
+when, and records it. The web pages and the JSON API both call save_form.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trialmgr.db.base import utcnow
+from trialmgr.db.models_crf import FormRecord, FormValue, VisitRecord
+from trialmgr.db.models_trial import Participant
+from trialmgr.domain import crf as crflib
+from trialmgr.domain.errors import Conflict, DataLocked, NotFound, PermissionDenied, ReasonRequired, ValidationFailed
+from trialmgr.domain.protocol import FormDef, Protocol
+from trialmgr.domain.vocab import ParticipantStatus, Role
+from trialmgr.services import audit, trials, visits
+from trialmgr.services.context import Actor
+
+EDITORS = (Role.COORDINATOR, Role.INVESTIGATOR, Role.ASSESSOR)
+STATUSES = ("draft", "complete")
+WITHDRAWAL_STATUS = {"withdrawal": ParticipantStatus.WITHDRAWN, "lost_to_follow_up": ParticipantStatus.LOST}
+
+
+def entity_id(form_id: str, visit_code: str | None, instance: int = 1) -> str:
+    """How the audit trail names a form record: "{visit}/{form}" or "#{instance}/{form}"."""
+    return f"{visit_code}/{form_id}" if visit_code else f"#{instance}/{form_id}"
+
+
+def stored_text(value: str | None, missing: str | None) -> str | None:
+    """A stored value as the audit trail writes it: the canonical text, or [missing: CODE]."""
+    if missing:
+        return f"[missing: {missing}]"
+    return value
+
+
+def _derived_text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+@dataclass
+class FormView:
+    form: FormDef
+    record: FormRecord | None
+    visit: VisitRecord | None
+    values: dict[str, str] = field(default_factory=dict)  # canonical text by field id (entered and derived)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.record.status if self.record else "not_started"
+
+
+def _form_for(proto: Protocol, form_id: str) -> FormDef:
+    try:
+        return proto.form(form_id)
+    except KeyError:
+        raise NotFound(f"the protocol has no form {form_id!r}") from None
+
+
+def _check_may_enter(actor: Actor, form: FormDef) -> None:
+    actor.require(*EDITORS)
+    if actor.role is Role.ASSESSOR and not actor.console and not form.outcome:
+        raise PermissionDenied(f"outcome assessors enter outcome forms only; {form.title} is not one")
+
+
+def _locate(session: Session, proto: Protocol, participant: Participant, form: FormDef, visit_code: str | None,
+            instance: int | None, *, lock: bool) -> tuple[VisitRecord | None, FormRecord | None, int]:
+    visit = None
+    if form.kind == "anytime":
+        if visit_code:
+            raise ValidationFailed({"visit": f"{form.title} is an any-time form, not part of a visit"})
+        stmt = select(FormRecord).where(FormRecord.participant_id == participant.id, FormRecord.visit_id.is_(None),
+                                        FormRecord.form_id == form.id)
+        if instance is None:  # a new instance
+            count = len(session.scalars(stmt).all())
+            return None, None, count + 1
+        stmt = stmt.where(FormRecord.instance == instance)
+    else:
+        if not visit_code:
+            raise ValidationFailed({"visit": f"{form.title} belongs to a visit; name the visit"})
+        visit = visits.get_visit(session, participant, visit_code)
+        if form.id not in visits.visit_forms(proto, visit):
+            raise NotFound(f"visit {visit_code} has no form {form.id!r}")
+        stmt = select(FormRecord).where(FormRecord.participant_id == participant.id, FormRecord.visit_id == visit.id,
+                                        FormRecord.form_id == form.id)
+        instance = 1
+    record = session.scalar(stmt.with_for_update() if lock else stmt)
+    if record is None and form.kind == "anytime" and instance is not None:
+        raise NotFound(f"{participant.code} has no {form.title} #{instance}")
+    return visit, record, instance
+
+
+def read_form(session: Session, actor: Actor, participant: Participant, form_id: str, visit_code: str | None = None,
+              instance: int | None = 1) -> FormView:
+    proto = trials.current_protocol(session, participant.trial_id)
+    form = _form_for(proto, form_id)
+    visit, record, _ = _locate(session, proto, participant, form, visit_code, instance, lock=False)
+    view = FormView(form, record, visit)
+    if record is not None:
+        for v in session.scalars(select(FormValue).where(FormValue.record_id == record.id)):
+            if v.missing_code:
+                view.missing[v.field_id] = v.missing_code
+            elif v.value is not None:
+                view.values[v.field_id] = v.value
+    return view
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    record: FormRecord
+    changed: list[str]
+    queries_opened: list[int]
+    deviation_created: bool
+
+
+def save_form(session: Session, actor: Actor, participant: Participant, form_id: str, raw: dict, *,
+              visit_code: str | None = None, instance: int | None = None, missing: dict | None = None,
+              status: str = "complete", reason: str | None = None, visit_date=None,
+              expected_version: int | None = None) -> SaveResult:
+    """Validate and store a form. Every changed value gets its audit entry; a changed saved value needs a
+    reason; a change clears source data verification; nothing is written unless everything is valid."""
+    from trialmgr.services import edit_checks
+
+    proto = trials.current_protocol(session, participant.trial_id)
+    form = _form_for(proto, form_id)
+    _check_may_enter(actor, form)
+    trials.require_open(session, participant.trial_id)
+    if status not in STATUSES:
+        raise ValidationFailed({"status": f"must be one of {', '.join(STATUSES)}"})
+    if participant.status in (ParticipantStatus.WITHDRAWN,) and form.kind != "anytime":
+        raise Conflict(f"{participant.code} has withdrawn; no more visit data can be entered")
+    visit, record, instance = _locate(session, proto, participant, form, visit_code, instance, lock=True)
+    if visit is not None and visit.code != "BL" and visit.scheduled and participant.randomized_at is None:
+        raise Conflict(f"{participant.code} is not randomized yet: only baseline can be entered")
+    if record is not None and record.locked:
+        raise DataLocked(f"{form.title} of {participant.code} is locked")
+    if record is not None and expected_version is not None and record.version != expected_version:
+        raise Conflict(f"{form.title} of {participant.code} was changed by {record.updated_by} since you opened it; "
+                       "reload it to see the current values")
+    when = None
+    if visit is not None:
+        when = _visit_date(visit, visit_date)
+    result = crflib.validate_form(form, raw, missing=missing or {}, partial=(status == "draft"),
+                                  reference_date=when or visits.today())
+    if result.errors:
+        raise ValidationFailed(result.errors)
+    if status == "complete" and not result.complete:
+        raise ValidationFailed({"status": "the form is not complete: fill every required field or give a reason "
+                                          "it is missing, or save it as a draft"})
+
+    new: dict[str, tuple[str | None, str | None, bool]] = {}  # field -> (value text, missing code, derived)
+    for spec in form.fields:
+        if spec.id in result.missing:
+            new[spec.id] = (None, result.missing[spec.id], False)
+        elif spec.id in result.values:
+            new[spec.id] = (crflib.serialize_value(spec, result.values[spec.id]), None, False)
+    for d in form.derived:
+        text = _derived_text(result.derived.get(d.id))
+        if text is not None:
+            new[d.id] = (text, None, True)
+
+    old_rows: dict[str, FormValue] = {}
+    creating = record is None
+    if creating:
+        record = FormRecord(trial_id=participant.trial_id, participant_id=participant.id,
+                            visit_id=visit.id if visit else None, form_id=form.id, instance=instance, status=status,
+                            version=1, updated_by=actor.username)
+        session.add(record)
+        session.flush()
+    else:
+        old_rows = {v.field_id: v for v in session.scalars(select(FormValue).where(FormValue.record_id == record.id))}
+
+    changes: dict[str, tuple[str | None, str | None]] = {}
+    for name in sorted(set(new) | set(old_rows)):
+        before = stored_text(old_rows[name].value, old_rows[name].missing_code) if name in old_rows else None
+        after = stored_text(*new[name][:2]) if name in new else None
+        if before != after:
+            changes[name] = (before, after)
+    entered_changes = [n for n, (b, _) in changes.items() if b is not None and n not in {d.id for d in form.derived}]
+    if entered_changes and not (reason and reason.strip()):
+        raise ReasonRequired("a reason for change is required to change saved values: " + ", ".join(entered_changes))
+
+    eid = entity_id(form.id, visit.code if visit else None, instance)
+    action = "form:create" if creating else "form:update"
+    common = {"trial": participant.trial_id, "participant": participant.code}
+    for name, (before, after) in changes.items():
+        audit.record(session, actor, action, "form", eid, field=name, old=before, new=after,
+                     reason=reason.strip() if reason and before is not None else None, **common)
+        row = old_rows.get(name)
+        if name not in new:
+            session.delete(row)
+        elif row is None:
+            session.add(FormValue(record_id=record.id, field_id=name, value=new[name][0], missing_code=new[name][1],
+                                  derived=new[name][2]))
+        else:
+            row.value, row.missing_code = new[name][0], new[name][1]
+    if creating or record.status != status:
+        audit.record(session, actor, action, "form", eid, field="_status", old=None if creating else record.status,
+                     new=status, **common)
+        record.status = status
+    if changes and record.sdv_at is not None:
+        audit.record(session, actor, "sdv:clear", "form", eid, field="_sdv", old=f"verified by {record.sdv_by}",
+                     new=None, reason="a value changed after verification", **common)
+        record.sdv_at, record.sdv_by = None, None
+    if changes or creating:
+        record.version = (record.version or 0) + (0 if creating else 1)
+        record.updated_at = utcnow()
+        record.updated_by = actor.username
+    if form.id == "adverse_event":
+        record.serious = result.values.get("serious") is True
+    session.flush()
+
+    deviation = False
+    if visit is not None:
+        deviation = _update_visit(session, actor, proto, participant, visit, when)
+    if form.id == "withdrawal" and status == "complete":
+        _apply_withdrawal(session, actor, participant, result.values.get("type"))
+    opened = edit_checks.run(session, actor, proto, participant, record, visit, result) if changes else []
+    return SaveResult(record, list(changes), opened, deviation)
+
+
+def _visit_date(visit: VisitRecord, raw) -> dt.date:
+    if raw in (None, ""):
+        return visit.visit_date or visits.today()
+    try:
+        when = raw if isinstance(raw, dt.date) else dt.date.fromisoformat(str(raw).strip())
+    except ValueError:
+        raise ValidationFailed({"visit_date": "is not a valid date (YYYY-MM-DD)"}) from None
+    if when > visits.today():
+        raise ValidationFailed({"visit_date": "must not be in the future"})
+    return when
+
+
+def _update_visit(session: Session, actor: Actor, proto: Protocol, participant: Participant, visit: VisitRecord,
+                  when: dt.date) -> bool:
+    common = {"trial": participant.trial_id, "participant": participant.code}
+    if visit.visit_date != when:
+        audit.record(session, actor, "visit:update", "visit", visit.code, field="visit_date",
+                     old=visit.visit_date.isoformat() if visit.visit_date else None, new=when.isoformat(), **common)
+        visit.visit_date = when
+    statuses = dict(session.execute(select(FormRecord.form_id, FormRecord.status).where(
+        FormRecord.visit_id == visit.id)).all())
+    complete = all(statuses.get(f) == "complete" for f in visits.visit_forms(proto, visit)) if visit.scheduled \
+        else bool(statuses) and all(s == "complete" for s in statuses.values())
+    if complete != visit.complete:
+        audit.record(session, actor, "visit:update", "visit", visit.code, field="complete",
+                     old=str(visit.complete).lower(), new=str(complete).lower(), **common)
+        visit.complete = complete
+    w = visits.window_of(visit)
+    if complete and w is not None and not w.contains(when) and not visit.deviation_recorded:
+        visit.deviation_recorded = True
+        _record_window_deviation(session, actor, participant, visit, w, when)
+        return True
+    return False
+
+
+def _record_window_deviation(session: Session, actor: Actor, participant: Participant, visit: VisitRecord, w,
+                             when: dt.date) -> None:
+    """A visit completed out of its window records a protocol deviation by itself (category visit window)."""
+    from trialmgr.services.context import SYSTEM
+
+    system = Actor(username=SYSTEM.username, role=None, trial=participant.trial_id, full_name=SYSTEM.full_name,
+                   request_id=actor.request_id, client_addr=SYSTEM.client_addr, console=True)
+    days = (when - w.end).days if when > w.end else (w.start - when).days
+    side = "after" if when > w.end else "before"
+    save_form(session, system, participant, "deviation", {
+        "deviation_date": when.isoformat(), "category": "visit_window", "major": "no",
+        "description": f"Visit {visit.code} done on {when.isoformat()}, {days} day(s) {side} its window "
+                       f"({w.describe()}). Recorded automatically.",
+        "corrective_action": "Review scheduling with the site.",
+    }, status="complete")
+
+
+def _apply_withdrawal(session: Session, actor: Actor, participant: Participant, kind: str | None) -> None:
+    target = WITHDRAWAL_STATUS.get(kind or "")
+    if target is None or participant.status == target:
+        return
+    audit.record(session, actor, "participant:update", "participant", participant.code, trial=participant.trial_id,
+                 participant=participant.code, field="status", old=participant.status.value, new=target.value,
+                 reason=f"withdrawal form: {kind}")
+    participant.status = target
+
+
+# -- source data verification ---------------------------------------------------------------------------------
+
+
+def verify_source(session: Session, actor: Actor, participant: Participant, form_id: str,
+                  visit_code: str | None = None, instance: int | None = 1) -> FormRecord:
+    """A monitor marks a form as checked against the source documents; any later change clears the mark."""
+    actor.require(Role.MONITOR)
+    proto = trials.current_protocol(session, participant.trial_id)
+    form = _form_for(proto, form_id)
+    visit, record, instance = _locate(session, proto, participant, form, visit_code, instance, lock=True)
+    if record is None or record.status != "complete":
+        raise Conflict("only a complete form can be source-verified")
+    if record.sdv_at is None:
+        record.sdv_at, record.sdv_by = utcnow(), actor.username
+        audit.record(session, actor, "sdv:verify", "form", entity_id(form.id, visit.code if visit else None, instance),
+                     trial=participant.trial_id, participant=participant.code, field="_sdv",
+                     new=f"verified by {actor.username}")
+    return record
