@@ -39,7 +39,7 @@ def _domain_error(exc: DomainError):
 
 
 def init_app(app: Flask) -> None:
-    from trialmgr.api import audit, participants  # noqa: F401  (they register their routes on bp)
+    from trialmgr.api import audit, forms, participants  # noqa: F401  (they register their routes on bp)
     from trialmgr.web import csrf
 
     csrf.exempt(bp)  # bearer tokens, not cookies: no ambient authority to forge
