@@ -93,6 +93,24 @@ def demo_cmd(participants: int) -> None:
                 accounts.grant_role(s, actor, user, trial_id, role, site)
                 s.refresh(user)
             lines.append((username, password, role.value + (f" at site {site}" if site else "")))
+    if participants:
+        from trialmgr.demo import populate
+        from trialmgr.services.randomization import active_list
+
+        with st().db.session(write=False) as s:
+            already = active_list(s, trial_id) is not None
+        if already:
+            click.echo("The demo trial already has data; no more synthetic participants were added.")
+        else:
+            counts = populate(st().db, st().settings, trial_id, participants)
+            from trialmgr import keys
+            from trialmgr.services import audit
+
+            with st().db.session() as s:
+                audit.create_checkpoint(s, keys.audit_private_key(st().settings), "demo")
+            click.echo(f"Synthetic participants: {counts['screened']} screened, {counts['ineligible']} not eligible, "
+                       f"{counts['declined']} declined, {counts['randomized']} randomized, {counts['forms']} forms, "
+                       f"{counts['queries']} queries.")
     click.echo(f"Demo trial {trial_id!r} is ready. Demo accounts (passwords change each time you run demo):")
     for username, password, what in lines:
         click.echo(f"  {username:<13} {password}   {what}")

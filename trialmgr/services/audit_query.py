@@ -102,7 +102,13 @@ def page(session: Session, trial: str, f: AuditFilter, *, before: int | None = N
     stmt = _filtered(trial, f)
     if before is not None:
         stmt = stmt.where(AuditEntry.seq < before)
-    rows = list(session.scalars(stmt.order_by(AuditEntry.seq.desc()).limit(limit + 1)))
+    order = AuditEntry.seq
+    if f.since or f.until:
+        # With a time range the planners walk the (trial, seq) index backwards hoping to meet the range soon,
+        # which is slow for an old range. Ordering by an expression makes them take the (trial, ts) range and
+        # sort it instead (measured in bench/bench_audit_page.py).
+        order = AuditEntry.seq + 0
+    rows = list(session.scalars(stmt.order_by(order.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].seq if more and rows else None)

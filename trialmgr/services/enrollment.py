@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from trialmgr import clock
 from trialmgr.db.models_accounts import Site
 from trialmgr.db.models_trial import Participant, Screening, SiteCounter
 from trialmgr.domain import crf
@@ -28,7 +29,7 @@ BACKDATE_DAYS = 365
 
 
 def today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
+    return clock.today()
 
 
 def _screening_chain(trial: str, screening_id: int) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from trialmgr import clock
 from trialmgr.db.models_crf import FormRecord, VisitRecord
 from trialmgr.db.models_trial import Participant
 from trialmgr.domain import schedule
@@ -22,7 +23,7 @@ VISIT_EDITORS = (Role.COORDINATOR, Role.INVESTIGATOR, Role.ASSESSOR)
 
 
 def today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
+    return clock.today()
 
 
 def anchor_schedule(session: Session, actor: Actor, proto: Protocol, participant: Participant,
