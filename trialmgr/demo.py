@@ -46,7 +46,8 @@ def populate(db: Database, settings: Settings, trial_id: str, n: int, seed: int 
         site = sites[i % len(sites)]
         staff = _actor("coordinator", Role.COORDINATOR, trial_id, (site,)) if site == "DE" else investigator
         answers = {"sex": rng.choice("FM"),
-                   "date_of_birth": (day - dt.timedelta(days=365 * rng.randint(66, 84) + rng.randint(0, 300))).isoformat(),
+                   "date_of_birth": (day - dt.timedelta(days=365 * rng.randint(66, 84) + rng.randint(0, 300)))
+                   .isoformat(),
                    "back_pain_months": str(rng.randint(7, 120)), "mmse_score": str(rng.randint(25, 30))}
         for spec in proto.screening_fields:
             if spec.type == "yesno":
