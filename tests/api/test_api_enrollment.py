@@ -124,7 +124,8 @@ def test_idempotency_key_replays_the_first_response(api, db):
     assert first.get_json() == second.get_json() and second.headers.get("Idempotent-Replayed") == "true"
     with db.session(write=False) as s:
         assert s.scalar(select(func.count()).select_from(Screening)) == 1
-    reused = coord("POST", "/screenings", {"answers": eligible_answers(sex="M")}, headers={"Idempotency-Key": "abc-123"})
+    reused = coord("POST", "/screenings", {"answers": eligible_answers(sex="M")},
+                   headers={"Idempotency-Key": "abc-123"})
     assert reused.status_code == 422 and reused.get_json()["error"]["code"] == "idempotency_key_reused"
 
 

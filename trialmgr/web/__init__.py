@@ -23,6 +23,8 @@ SECURITY_HEADERS = {
 
 def init_app(app: Flask) -> None:
     from trialmgr.web import auth, db, errors, home, monitor
+    from trialmgr.web import enrollment as enrollment_pages
+    from trialmgr.web import randomization as randomization_pages
 
     db.init_app(app)
     csrf.init_app(app)
@@ -47,4 +49,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(monitor.bp)
+    app.register_blueprint(enrollment_pages.bp)
+    app.register_blueprint(randomization_pages.bp)
     errors.init_app(app)
