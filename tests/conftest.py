@@ -25,20 +25,34 @@ from trialmgr.db import migrate as migrations
 PG_URL = os.environ.get("TRIALMGR_TEST_DATABASE_URL", "")
 
 
-def reset_postgres(url: str) -> None:
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+@contextmanager
+def throwaway_postgres(admin_url: str, prefix: str = "trialmgr_t") -> Iterator[str]:
+    """A new, empty database on the server named by admin_url, dropped afterwards.
+
+    Each test session gets its own, so runs that overlap (a developer's and CI's) never share tables.
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory) -> str:
+def database_url(tmp_path_factory) -> Iterator[str]:
     if PG_URL:
-        reset_postgres(PG_URL)
-        return PG_URL
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        with throwaway_postgres(PG_URL) as url:
+            yield url
+        return
+    yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
 
 
 @pytest.fixture(scope="session")
