@@ -24,7 +24,7 @@ from trialmgr.services.context import Actor
 
 def test_no_list_is_a_clear_error(db, actor, settings, enroll):
     code = enroll()
-    with db.session() as s, pytest.raises(NoAllocationList, match="generate or import"):
+    with pytest.raises(NoAllocationList, match="generate or import"), db.session() as s:
         randomization.randomize(s, actor, settings, "hip-pt-clbp", code)
 
 
@@ -42,7 +42,7 @@ def test_generated_list_is_sealed_and_committed_in_the_audit_trail(db, actor, se
         # The raw table holds no arm in clear, whatever the query.
         dump = " ".join(str(r) for r in s.execute(text("SELECT * FROM allocation_slot")).all()[:200])
         assert "SPINE" not in dump
-    with db.session() as s, pytest.raises(Conflict, match="already has an allocation list"):
+    with pytest.raises(Conflict, match="already has an allocation list"), db.session() as s:
         randomization.generate(s, actor, settings, trial)
 
 
@@ -85,7 +85,7 @@ def test_exhausted_stratum_is_a_clear_error_and_an_alert(db, actor, settings, tr
     with db.session() as s:
         s.execute(update(StratumCursor).where(StratumCursor.stratum == "NC|M")
                   .values(next_seq=StratumCursor.total + 1))
-    with db.session() as s, pytest.raises(ListExhausted, match="NC\\|M has no slots left"):
+    with pytest.raises(ListExhausted, match="NC\\|M has no slots left"), db.session() as s:
         randomization.randomize(s, actor, settings, trial, code)
     with db.session(write=False) as s:
         assert any("NC|M" in x and "exhausted" in x for x in randomization.alerts(s, trial, low=5))
@@ -128,13 +128,13 @@ def test_import_a_statisticians_list(db, actor, settings, trial, enroll):
 
 def test_import_refuses_an_unbalanced_block_and_lists_every_error(db, actor, settings, trial):
     bad = IMPORT_OK.replace("DE|F,2,SPINE,1", "DE|F,2,HIP,1").replace("PA|M,3,SPINE", "PA|M,3,PLACEBO")
-    with db.session() as s, pytest.raises(ValidationFailed) as info:
+    with pytest.raises(ValidationFailed) as info, db.session() as s:
         randomization.import_list(s, actor, settings, trial, bad)
     message = info.value.errors["file"]
     assert "DE|F" in message and "PLACEBO" in message
     with db.session(write=False) as s:
         assert s.scalar(select(AllocationList)) is None
-    with db.session() as s, pytest.raises(ValidationFailed, match="missing column"):
+    with pytest.raises(ValidationFailed, match="missing column"), db.session() as s:
         randomization.import_list(s, actor, settings, trial, "stratum,arm\nDE|F,HIP\n")
 
 
@@ -143,7 +143,7 @@ def test_reveal_only_after_lock_and_proves_the_list(db, actor, settings, trial, 
     with db.session() as s:
         for c in codes:
             randomization.randomize(s, actor, settings, trial, c)
-    with db.session() as s, pytest.raises(DataLocked):
+    with pytest.raises(DataLocked), db.session() as s:
         randomization.reveal(s, actor, settings, trial)
     with db.session() as s:
         s.execute(update(Trial).values(data_state=DataState.LOCKED))
@@ -170,7 +170,7 @@ def test_emergency_unblinding_needs_reason_and_password(db, settings, trial, all
         uid = get_user(s, "ines").id
         inv = Actor(username="ines", role=Role.INVESTIGATOR, trial=trial, user_id=uid, full_name="Ines Investigator")
         randomization.randomize(s, inv, settings, trial, code)
-    with db.session() as s, pytest.raises(ValidationFailed) as info:
+    with pytest.raises(ValidationFailed) as info, db.session() as s:
         randomization.unblind(s, inv, hasher, trial, code, reason="", password="wrong")
     assert set(info.value.errors) == {"reason", "password"}
     with db.session() as s:

@@ -98,3 +98,21 @@ class ApiToken(Base):
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class Signature(Base):
+    """An electronic signature (21 CFR 11.50/11.70): who (printed name), when (UTC), what it means, and the
+    record it is bound to, including a hash of that record's content at signing."""
+
+    __tablename__ = "signature"
+
+    id: Mapped[intpk]
+    trial_id: Mapped[str] = mapped_column(ForeignKey("trial.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(40))
+    signed_at: Mapped[utc] = mapped_column(default=utcnow)
+    record_type: Mapped[str] = mapped_column(String(40))
+    record_id: Mapped[str] = mapped_column(String(120))
+    record_hash: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)

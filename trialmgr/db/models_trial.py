@@ -58,6 +58,7 @@ class Participant(Base):
     enrolled_at: Mapped[utc] = mapped_column(default=utcnow)
     enrolled_by: Mapped[str] = mapped_column(String(64))
     randomized_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class AllocationList(Base):

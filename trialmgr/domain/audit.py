@@ -346,6 +346,7 @@ class VerifyReport:
     checkpoints: int
     chains: int
     problem: Problem | None
+    redacted: int = 0  # entries whose values an export withheld (links checked, content not)
 
 
 def trial_filter(trial: str) -> Callable[[str], bool]:
@@ -364,3 +365,18 @@ def __getattr__(name: str) -> Any:
 
         return getattr(audit_verify, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def sign_bytes(private_key: Ed25519PrivateKey, data: bytes) -> str:
+    """Base64 Ed25519 signature of ``data`` (export manifests)."""
+    return base64.b64encode(private_key.sign(data)).decode("ascii")
+
+
+def verify_bytes(public_key: Ed25519PublicKey, data: bytes, signature: str) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        public_key.verify(base64.b64decode(signature, validate=True), data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

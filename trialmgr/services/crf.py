@@ -137,6 +137,8 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     form = _form_for(proto, form_id)
     _check_may_enter(actor, form)
     trials.require_open(session, participant.trial_id)
+    if participant.locked:
+        raise DataLocked(f"the data of {participant.code} are locked")
     if status not in STATUSES:
         raise ValidationFailed({"status": f"must be one of {', '.join(STATUSES)}"})
     if participant.status in (ParticipantStatus.WITHDRAWN,) and form.kind != "anytime":
@@ -300,6 +302,9 @@ def verify_source(session: Session, actor: Actor, participant: Participant, form
                   visit_code: str | None = None, instance: int | None = 1) -> FormRecord:
     """A monitor marks a form as checked against the source documents; any later change clears the mark."""
     actor.require(Role.MONITOR)
+    trials.require_not_locked(session, participant.trial_id)
+    if participant.locked:
+        raise DataLocked(f"the data of {participant.code} are locked")
     proto = trials.current_protocol(session, participant.trial_id)
     form = _form_for(proto, form_id)
     visit, record, instance = _locate(session, proto, participant, form, visit_code, instance, lock=True)

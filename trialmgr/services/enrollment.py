@@ -118,6 +118,7 @@ def get_screening(session: Session, actor: Actor, trial_id: str, screening_id: i
 def decline(session: Session, actor: Actor, trial_id: str, screening_id: int, reason: str) -> Screening:
     """An eligible candidate declined to take part (a CONSORT exclusion reason)."""
     actor.require(*ENROLLERS)
+    trials.require_open(session, trial_id)
     row = get_screening(session, actor, trial_id, screening_id, lock=True)
     if row.outcome is not ScreeningOutcome.ELIGIBLE:
         raise Conflict(f"screening {screening_id} is {row.outcome.value}; only an eligible candidate can decline")

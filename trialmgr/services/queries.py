@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from trialmgr.db.base import utcnow
 from trialmgr.db.models_crf import FormRecord, Query, VisitRecord
 from trialmgr.db.models_trial import Participant
-from trialmgr.domain.errors import Conflict, NotFound, ValidationFailed
+from trialmgr.domain.errors import Conflict, DataLocked, NotFound, ValidationFailed
 from trialmgr.domain.vocab import Role
 from trialmgr.services import audit, crf, trials
 from trialmgr.services.context import Actor
@@ -28,6 +28,13 @@ def _text(name: str, value: str | None) -> str:
     return value
 
 
+def _writable(session: Session, participant: Participant) -> None:
+    """Queries live on while the data are frozen, not once they are locked."""
+    trials.require_not_locked(session, participant.trial_id)
+    if participant.locked:
+        raise DataLocked(f"the data of {participant.code} are locked")
+
+
 def _entity(session: Session, record: FormRecord) -> str:
     visit = session.get(VisitRecord, record.visit_id) if record.visit_id else None
     return crf.entity_id(record.form_id, visit.code if visit else None, record.instance)
@@ -37,6 +44,7 @@ def open_query(session: Session, actor: Actor, participant: Participant, record:
                text: str, *, check_id: str | None = None) -> Query:
     if check_id is None:
         actor.require(*RAISERS)
+    _writable(session, participant)
     proto = trials.current_protocol(session, participant.trial_id)
     form = proto.form(record.form_id)
     if field_id not in form.field_ids and field_id not in {d.id for d in form.derived}:
@@ -64,6 +72,7 @@ def get_query(session: Session, actor: Actor, trial_id: str, query_id: int, *, l
 def answer_query(session: Session, actor: Actor, trial_id: str, query_id: int, answer: str) -> Query:
     actor.require(*ANSWERERS)
     q, p = get_query(session, actor, trial_id, query_id, lock=True)
+    _writable(session, p)
     if q.status == "closed":
         raise Conflict(f"query {query_id} is closed")
     q.answer, q.answered_by, q.answered_at, q.status = _text("answer", answer), actor.username, utcnow(), "answered"
@@ -75,6 +84,7 @@ def answer_query(session: Session, actor: Actor, trial_id: str, query_id: int, a
 def close_query(session: Session, actor: Actor, trial_id: str, query_id: int, note: str | None = None) -> Query:
     actor.require(*RAISERS)
     q, p = get_query(session, actor, trial_id, query_id, lock=True)
+    _writable(session, p)
     if q.status == "closed":
         raise Conflict(f"query {query_id} is already closed")
     audit.record(session, actor, "query:close", "query", q.id, trial=trial_id, participant=p.code, field=q.field_id,

@@ -107,6 +107,7 @@ def _store(session: Session, actor: Actor, settings: Settings, trial_id: str, pr
 def generate(session: Session, actor: Actor, settings: Settings, trial_id: str) -> AllocationList:
     """Generate the whole list inside the system from the operating system's CSPRNG."""
     actor.require(*LIST_MANAGERS)
+    trials.require_open(session, trial_id)
     proto = trials.current_protocol(session, trial_id)
     design = design_of(proto)
     errors = [e for a in proto.arms if len(_seal_text(a.code, 9999, 99).encode()) > concealment.ARM_CODE_MAX_BYTES
@@ -123,6 +124,7 @@ def generate(session: Session, actor: Actor, settings: Settings, trial_id: str) 
 def import_list(session: Session, actor: Actor, settings: Settings, trial_id: str, csv_text: str) -> AllocationList:
     """Import a statistician's list (CSV: stratum, sequence, arm, block); every error is listed."""
     actor.require(*LIST_MANAGERS)
+    trials.require_open(session, trial_id)
     proto = trials.current_protocol(session, trial_id)
     reader = csv.DictReader(io.StringIO(csv_text))
     missing = [c for c in ("stratum", "sequence", "arm", "block") if c not in (reader.fieldnames or [])]
@@ -159,6 +161,10 @@ def randomize(session: Session, actor: Actor, settings: Settings, trial_id: str,
     if existing is not None:
         return Assignment(existing, participant, created=False)
     trials.require_open(session, trial_id)
+    if participant.locked:
+        from trialmgr.domain.errors import DataLocked
+
+        raise DataLocked(f"the data of {code} are locked")
     if participant.status is not ParticipantStatus.ENROLLED:
         raise NotEligible(f"{code} is {participant.status.value}; only an enrolled participant can be randomized")
     lst = active_list(session, trial_id)

@@ -128,3 +128,15 @@ def require_open(session: Session, trial_id: str) -> Trial:
     if trial.data_state is not DataState.OPEN:
         raise DataLocked(f"the data of {trial_id} are {trial.data_state.value}: no new data can be entered")
     return trial
+
+
+def require_not_locked(session: Session, trial_id: str) -> Trial:
+    """Refuse changes once the data are locked (frozen data still take query answers and monitoring)."""
+    from trialmgr.domain.errors import DataLocked
+    from trialmgr.domain.vocab import DataState
+
+    trial = get_trial(session, trial_id)
+    if trial.data_state is DataState.LOCKED:
+        raise DataLocked(f"the data of {trial_id} are locked: nothing can be changed until an investigator "
+                         "unlocks them")
+    return trial

@@ -1,0 +1,301 @@
+"""Build the signed dataset bundle: a deterministic zip whose manifest lists the SHA-256 of every file and is
+signed with the instance's Ed25519 key. Streamed: memory does not grow with the trial's size."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from trialmgr.config import Settings
+from trialmgr.db.models_audit import AuditEntry
+from trialmgr.domain import audit as chainlib
+from trialmgr.domain.protocol import Protocol
+from trialmgr.domain.vocab import DataState, Role
+from trialmgr.export import dataset, formats, odm
+from trialmgr.keys import audit_private_key
+from trialmgr.services import audit, trials
+from trialmgr.services.context import Actor
+
+FORMAT = "trialmgr-bundle-v1"
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same data give the same bytes
+BLINDED_ENTITIES = frozenset({"allocation", "unblinding"})
+Progress = Callable[[str, int, int], None]
+
+
+def software_version() -> str:
+    try:
+        return version("trialmgr")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+class _HashingText(io.TextIOBase):
+    """A text stream into one zip member that hashes what it writes."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def write(self, s: str) -> int:
+        b = s.encode("utf-8")
+        self.sha.update(b)
+        self.raw.write(b)
+        return len(s)
+
+    def writable(self) -> bool:
+        return True
+
+
+class _Zip:
+    def __init__(self, path: Path) -> None:
+        self.zf = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6)
+        self.hashes: dict[str, str] = {}
+
+    def member(self, name: str):
+        info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16
+        return self.zf.open(info, "w", force_zip64=True)
+
+    def text(self, name: str, producer: Callable[[io.TextIOBase], None]) -> None:
+        with self.member(name) as raw:
+            out = _HashingText(raw)
+            producer(out)
+            self.hashes[name] = out.sha.hexdigest()
+
+    def csv(self, name: str, rows) -> int:
+        count = [0]
+
+        def produce(out):
+            w = csv.writer(out, lineterminator="\n")
+            for row in rows:
+                w.writerow(row)
+                count[0] += 1
+
+        self.text(name, produce)
+        return max(0, count[0] - 1)
+
+    def close(self) -> None:
+        self.zf.close()
+
+
+def _masked_protocol(text: str, proto: Protocol, letters: dict[str, str]) -> str:
+    """The protocol file with arm codes and labels replaced by neutral letters (blinded bundles)."""
+    out = text
+    for arm in proto.arms:
+        out = re.sub(rf'"{re.escape(arm.code)}"', f'"{letters[arm.code]}"', out)
+        out = out.replace(arm.label, f"Arm {letters[arm.code]}")
+    return out
+
+
+def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out_path: Path, *,
+          blinded: bool = False, deidentified: bool = False, progress: Progress | None = None) -> dict:
+    """Write the bundle to out_path and return its manifest. Locked data give a final bundle; anything else
+    an interim one, labelled so in its name, manifest and README."""
+    actor.require(Role.INVESTIGATOR)
+    trial = trials.get_trial(session, trial_id)
+    version_row = trials.current_version(session, trial_id)
+    proto = trials.protocol_from_version(version_row)
+    locked = trial.data_state is DataState.LOCKED
+    key = audit_private_key(settings)
+    cp = audit.create_checkpoint(session, key, "export")
+    last_cp = cp or session.scalars(select(audit.Checkpoint).order_by(audit.Checkpoint.seq.desc()).limit(1)).first()
+    lock_time = None
+    if locked:
+        lock_ts = session.scalar(select(func.max(AuditEntry.ts)).where(AuditEntry.trial == trial_id,
+                                                                       AuditEntry.action == "trial:lock"))
+        lock_time = lock_ts.isoformat().replace("+00:00", "Z") if lock_ts else None
+    opts = dataset.ExportOptions(blinded=blinded, deidentified=deidentified, secret=settings.secret_key.encode())
+    letters = opts.arm_letters(proto)
+    subjects = dataset.subjects(session, proto, opts)
+    by_id = {s.id: s for s in subjects}
+    fields_of = lambda form: dataset.exported_fields(form, opts)  # noqa: E731
+    tick = progress or (lambda stage, done, total: None)
+    z = _Zip(out_path)
+    counts: dict[str, int] = {}
+    try:
+        factors = [name for name, _ in proto.strata_factors()]
+        z.csv("participants.csv", [["participant", "site", *factors, "stratum", "consent_date", "randomization_date",
+                                    "arm", "status"]] + [
+            [s.code, s.site, *[s.strata.get(f, "") for f in factors], s.stratum,
+             dataset.date_text(s.consent_date, s.shift),
+             dataset.date_text(s.randomized_at.date() if s.randomized_at else None, s.shift), s.arm or "", s.status]
+            for s in subjects])
+        counts["participants"] = len(subjects)
+        tick("participants", 1, len(proto.forms) + 4)
+        for i, form in enumerate(proto.forms, 2):
+            counts[f"forms/{form.id}"] = z.csv(f"forms/{form.id}.csv", _form_rows(session, proto, form, by_id, opts))
+            tick(f"forms/{form.id}", i, len(proto.forms) + 4)
+        counts["values"] = z.csv("values_long.csv", _long_rows(session, proto, by_id, opts))
+        z.csv("screening_log.csv", _screening_rows(session, proto, opts))
+        counts["adverse_events"] = z.csv("adverse_events.csv",
+                                         _form_rows(session, proto, proto.form("adverse_event"), by_id, opts)) \
+            if "adverse_event" in {f.id for f in proto.forms} else 0
+        if "deviation" in {f.id for f in proto.forms}:
+            counts["deviations"] = z.csv("deviations.csv", _form_rows(session, proto, proto.form("deviation"), by_id,
+                                                                      opts))
+        counts["queries"] = z.csv("queries.csv", _query_rows(session, proto, by_id))
+        z.csv("data_dictionary.csv", formats.dictionary_rows(proto, fields_of))
+        tick("odm.xml", len(proto.forms) + 2, len(proto.forms) + 4)
+        created = lock_time or dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        z.text("odm.xml", lambda out: odm.write(
+            out, proto, file_oid=f"{trial_id}.{'locked' if locked else 'interim'}", created=created, fields=fields_of,
+            subjects=_odm_subjects(session, proto, by_id, opts),
+            description=f"{proto.title} ({'locked' if locked else 'INTERIM, unlocked'} data)"))
+        protocol_text = version_row.source_text
+        if blinded:
+            protocol_text = _masked_protocol(protocol_text, proto, letters)
+        z.text("protocol.toml", lambda out: out.write(protocol_text))
+        arm_codes = [(letters[a.code], f"Arm {letters[a.code]}") for a in proto.arms] if blinded else \
+            [(a.code, a.label) for a in proto.arms]
+        z.text("load.R", lambda out: out.write(formats.r_script(proto, list(proto.forms), fields_of, arm_codes)))
+        z.text("load.do", lambda out: out.write(formats.stata_script(proto, list(proto.forms), fields_of)))
+        tick("audit", len(proto.forms) + 3, len(proto.forms) + 4)
+        z.text("audit/entries.jsonl", lambda out: _audit_entries(out, session, trial_id, blinded, deidentified))
+        z.text("audit/checkpoints.jsonl", lambda out: _checkpoints(out, session))
+        z.text("audit/public_key.pem", lambda out: out.write(chainlib.public_key_pem(key).decode()))
+        manifest = {
+            "format": FORMAT,
+            "trial": trial_id,
+            "title": proto.title,
+            "kind": "locked" if locked else "interim",
+            "blinded": blinded,
+            "deidentified": deidentified,
+            "protocol_version": proto.version,
+            "protocol_sha256": version_row.sha256,
+            "lock_time": lock_time,
+            "exported_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "exporter": f"{actor.full_name} ({actor.username})",
+            "software": software_version(),
+            "checkpoint": {"seq": last_cp.seq, "hash": chainlib.checkpoint_hash(last_cp.body)} if last_cp else None,
+            "key_id": chainlib.key_id(key.public_key()),
+            "counts": counts,
+        }
+        z.text("README.txt", lambda out: out.write(formats.readme(proto, manifest)))
+        manifest["files"] = dict(sorted(z.hashes.items()))
+        manifest["signature"] = chainlib.sign_bytes(key, chainlib.canonical_bytes(manifest))
+        z.text("manifest.json", lambda out: out.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n"))
+    finally:
+        z.close()
+    audit.record(session, actor, "export:create", "export", out_path.name, trial=trial_id, field="manifest",
+                 new=f"{manifest['kind']} bundle, blinded={blinded}, deidentified={deidentified}, manifest sha256 "
+                     f"{z.hashes['manifest.json']}")
+    tick("done", len(proto.forms) + 4, len(proto.forms) + 4)
+    return manifest
+
+
+def _form_rows(session, proto, form, by_id, opts):
+    fields = dataset.exported_fields(form, opts)
+    header = ["participant", "site", "visit", "instance", "visit_date", "form_status", "sdv"]
+    for f in fields:
+        header.append(f.id)
+        if f.type in ("choice", "multichoice", "yesno"):
+            header.append(f"{f.id}_label")
+        header.append(f"{f.id}_missing")
+    header += [d.id for d in form.derived]
+    yield header
+    for _form_id, r in dataset.records(session, proto, by_id, form.id):
+        s = r.subject
+        row = [s.code, s.site, r.visit_code or "", r.instance, dataset.date_text(r.visit_date, s.shift), r.status,
+               "yes" if r.sdv else "no"]
+        for f in fields:
+            text = dataset.value_text(f, r.values.get(f.id), s.shift)
+            row.append(text)
+            if f.type in ("choice", "multichoice", "yesno"):
+                row.append(dataset.label_of(f, text) if f.type != "yesno" else text.capitalize())
+            row.append(r.missing.get(f.id, ""))
+        row += [r.values.get(d.id, "") for d in form.derived]
+        yield row
+
+
+def _long_rows(session, proto, by_id, opts):
+    yield ["participant", "site", "visit", "form", "instance", "field", "value", "label", "missing", "derived"]
+    forms = {f.id: f for f in proto.forms}
+    for form_id, r in dataset.records(session, proto, by_id):
+        form = forms.get(form_id)
+        if form is None:
+            continue
+        s = r.subject
+        for f in dataset.exported_fields(form, opts):
+            if f.id in r.values or f.id in r.missing:
+                text = dataset.value_text(f, r.values.get(f.id), s.shift)
+                yield [s.code, s.site, r.visit_code or "", form_id, r.instance, f.id, text, dataset.label_of(f, text),
+                       r.missing.get(f.id, ""), "no"]
+        for d in form.derived:
+            if d.id in r.values:
+                yield [s.code, s.site, r.visit_code or "", form_id, r.instance, d.id, r.values[d.id], "", "", "yes"]
+
+
+def _screening_rows(session, proto, opts):
+    yield ["screening", "site", "screening_date", "outcome", "eligible", "failed_criteria", "decline_reason"]
+    for sc in dataset.screenings(session, proto):
+        failures = "; ".join(f"{f['criterion']}: {f['reason']}" for f in json.loads(sc.failures))
+        yield [sc.id, sc.site_code, dataset.date_text(sc.screening_date, opts.shift(f"screening/{sc.id}")),
+               sc.outcome.value, "yes" if sc.eligible else "no", failures, sc.decline_reason or ""]
+
+
+def _query_rows(session, proto, by_id):
+    yield ["query", "participant", "form", "instance", "field", "status", "automatic", "text", "opened_by",
+           "answer", "answered_by", "closed_by"]
+    for q, rec in dataset.query_rows(session, proto):
+        yield [q.id, by_id[rec.participant_id].code, rec.form_id, rec.instance, q.field_id, q.status,
+               "yes" if q.check_id else "no", q.text, q.opened_by, q.answer or "", q.answered_by or "",
+               q.closed_by or ""]
+
+
+def _odm_subjects(session, proto, by_id, opts):
+    forms = {f.id: f for f in proto.forms}
+    current, events = None, []
+    for form_id, r in dataset.records(session, proto, by_id):
+        if current is not None and r.subject.code != current:
+            yield current, events
+            events = []
+        current = r.subject.code
+        form = forms.get(form_id)
+        if form is None:
+            continue
+        if r.visit_code is None:
+            event, repeat = odm.ANYTIME_EVENT, r.instance
+        elif r.visit_code.startswith("UNS"):
+            event, repeat = odm.UNSCHEDULED_EVENT, int(r.visit_code[3:] or 1)
+        else:
+            event, repeat = f"SE.{r.visit_code}", 1
+        items = [(f.id, dataset.value_text(f, r.values.get(f.id), r.subject.shift), r.missing.get(f.id))
+                 for f in dataset.exported_fields(form, opts)]
+        items += [(d.id, r.values.get(d.id), None) for d in form.derived]
+        events.append((event, form_id, repeat, items))
+    if current is not None:
+        yield current, events
+
+
+def _audit_entries(out, session, trial_id: str, blinded: bool, deidentified: bool) -> None:
+    for e in audit.iter_entries(session, trial=trial_id):
+        row = dict(e)
+        row["ts"] = chainlib.utc_text(row["ts"])
+        redact = (blinded and row["entity_type"] in BLINDED_ENTITIES) or (
+            deidentified and (row["participant"] is not None or "/screening/" in row["chain"]))
+        if redact:
+            keep = {"seq", "chain", "chain_seq", "prev_hash", "hash", "action", "entity_type", "trial"}
+            row = {k: (v if k in keep else None) for k, v in row.items()}
+            row["ts"] = row["ts"] if not deidentified else "REDACTED"
+            if blinded and not deidentified:
+                row["ts"] = chainlib.utc_text(e["ts"])
+            row["redacted"] = True
+        out.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _checkpoints(out, session) -> None:
+    for cp in audit.iter_checkpoints(session):
+        out.write(json.dumps({"seq": cp["seq"], "ts": chainlib.utc_text(cp["ts"]), "body": cp["body"],
+                              "signature": cp["signature"], "key_id": cp["key_id"]}, sort_keys=True) + "\n")

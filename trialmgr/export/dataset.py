@@ -1,0 +1,155 @@
+"""Reading a trial's data for export: deterministic order, streamed, with blinding and de-identification applied
+in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from trialmgr.db.models_crf import FormRecord, FormValue, Query, VisitRecord
+from trialmgr.db.models_trial import Allocation, Participant, Screening
+from trialmgr.domain import crf as crflib
+from trialmgr.domain.protocol import FieldSpec, FormDef, Protocol
+
+SHIFT_DAYS = 30
+
+
+@dataclass
+class ExportOptions:
+    blinded: bool = False
+    deidentified: bool = False
+    secret: bytes = b""  # instance secret: keys the blinded arm letters and the date shifts
+
+    def arm_letters(self, proto: Protocol) -> dict[str, str]:
+        """Neutral letters for the arms; the mapping is keyed by the instance secret, so it reveals nothing."""
+        codes = sorted(a.code for a in proto.arms)
+        order = sorted(codes, key=lambda c: hmac.new(self.secret, f"{proto.id}|arm|{c}".encode(),
+                                                     hashlib.sha256).hexdigest())
+        return {code: chr(ord("A") + i) for i, code in enumerate(order)}
+
+    def shift(self, key: str) -> dt.timedelta:
+        """A participant's date shift (-30..+30 days, never 0), the same in every export."""
+        if not self.deidentified:
+            return dt.timedelta(0)
+        n = int.from_bytes(hmac.new(self.secret, f"shift|{key}".encode(), hashlib.sha256).digest()[:4], "big")
+        days = n % (2 * SHIFT_DAYS + 1) - SHIFT_DAYS
+        return dt.timedelta(days=days or SHIFT_DAYS)
+
+
+@dataclass
+class Subject:
+    id: int
+    code: str
+    site: str
+    strata: dict
+    stratum: str
+    status: str
+    consent_date: dt.date
+    randomized_at: dt.datetime | None
+    arm: str | None
+    shift: dt.timedelta = field(default=dt.timedelta(0))
+
+
+def subjects(session: Session, proto: Protocol, opts: ExportOptions) -> list[Subject]:
+    letters = opts.arm_letters(proto)
+    rows = session.execute(select(Participant, Allocation.arm).outerjoin(
+        Allocation, Allocation.participant_id == Participant.id).where(Participant.trial_id == proto.id)
+        .order_by(Participant.site_code, Participant.number)).all()
+    out = []
+    for p, arm in rows:
+        out.append(Subject(p.id, p.code, p.site_code, json.loads(p.strata), p.stratum, p.status.value,
+                           p.consent_date, p.randomized_at,
+                           (letters.get(arm) if opts.blinded else arm) if arm else None, opts.shift(p.code)))
+    return out
+
+
+def date_text(d: dt.date | None, shift: dt.timedelta) -> str:
+    return (d + shift).isoformat() if d else ""
+
+
+def value_text(spec: FieldSpec | None, text: str | None, shift: dt.timedelta) -> str:
+    """A stored value as exported: dates shifted for de-identified bundles."""
+    if text is None:
+        return ""
+    if spec is not None and spec.type == "date" and shift:
+        return (dt.date.fromisoformat(text) + shift).isoformat()
+    return text
+
+
+def exported_fields(form: FormDef, opts: ExportOptions) -> list[FieldSpec]:
+    return [f for f in form.fields if not (opts.deidentified and f.identifier)]
+
+
+@dataclass
+class RecordRow:
+    subject: Subject
+    visit_code: str | None
+    visit_position: int
+    visit_date: dt.date | None
+    instance: int
+    status: str
+    values: dict[str, str]
+    missing: dict[str, str]
+    sdv: bool
+
+
+def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject], form_id: str | None = None
+            ) -> Iterator[tuple[str, RecordRow]]:
+    """(form id, record) for every record (of one form, or all), with its values, ordered by participant,
+    visit, form and instance. One streamed query: memory holds one record at a time, whatever the trial's size."""
+    stmt = (select(FormRecord.id, FormRecord.participant_id, FormRecord.form_id, FormRecord.instance,
+                   FormRecord.status, FormRecord.sdv_at, VisitRecord.code, VisitRecord.position, VisitRecord.visit_date,
+                   FormValue.field_id, FormValue.value, FormValue.missing_code)
+            .join(Participant, Participant.id == FormRecord.participant_id)
+            .outerjoin(VisitRecord, VisitRecord.id == FormRecord.visit_id)
+            .outerjoin(FormValue, FormValue.record_id == FormRecord.id)
+            .where(FormRecord.trial_id == proto.id)
+            .order_by(Participant.site_code, Participant.number, func.coalesce(VisitRecord.position, 1_000_000),
+                      FormRecord.form_id,
+                      FormRecord.instance, FormRecord.id))
+    if form_id is not None:
+        stmt = stmt.where(FormRecord.form_id == form_id)
+    current: RecordRow | None = None
+    current_id = current_form = None
+    result = session.execute(stmt.execution_options(yield_per=5000, stream_results=True))
+    for rid, pid, fid, instance, status, sdv_at, vcode, pos, vdate, field_id, value, missing in result:
+        if rid != current_id:
+            if current is not None:
+                yield current_form, current
+            current = RecordRow(subjects_by_id[pid], vcode, pos or 0, vdate, instance, status, {}, {},
+                                sdv_at is not None)
+            current_id, current_form = rid, fid
+        if field_id is None:
+            continue
+        if missing:
+            current.missing[field_id] = missing
+        elif value is not None:
+            current.values[field_id] = value
+    if current is not None:
+        yield current_form, current
+
+
+def screenings(session: Session, proto: Protocol) -> Iterator[Screening]:
+    yield from session.scalars(select(Screening).where(Screening.trial_id == proto.id).order_by(Screening.id))
+
+
+def query_rows(session: Session, proto: Protocol) -> Iterator[tuple[Query, FormRecord]]:
+    yield from session.execute(select(Query, FormRecord).join(FormRecord, FormRecord.id == Query.record_id)
+                               .where(Query.trial_id == proto.id).order_by(Query.id))
+
+
+def label_of(spec: FieldSpec, text: str) -> str:
+    if not text:
+        return ""
+    if spec.type == "choice":
+        return crflib.display_value(spec, text)
+    if spec.type == "multichoice":
+        return crflib.display_value(spec, tuple(c for c in text.split(crflib.MULTI_SEP) if c))
+    return ""
