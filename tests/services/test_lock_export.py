@@ -246,6 +246,9 @@ def test_interim_blinded_and_deidentified_bundles(db, settings, trial_with_data,
     # Dates are shifted per participant, by the same amount in every file.
     plain = tmp_path / "plain.zip"
     _export(db, settings, plain)
-    real = {r["participant"]: r["consent_date"] for r in csv.DictReader(io.StringIO(_read(plain, "participants.csv")))}
-    shifted = {r["participant"]: r["consent_date"] for r in csv.DictReader(io.StringIO(_read(path, "participants.csv")))}
+    def consent(zpath):
+        return {r["participant"]: r["consent_date"]
+                for r in csv.DictReader(io.StringIO(_read(zpath, "participants.csv")))}
+
+    real, shifted = consent(plain), consent(path)
     assert all(real[k] != shifted[k] for k in real)
