@@ -133,14 +133,21 @@ def decline(session: Session, actor: Actor, trial_id: str, screening_id: int, re
 
 
 def _next_number(session: Session, trial_id: str, site_code: str) -> int:
-    """Take the site's next participant number under a row lock; a rollback gives it back (no gaps)."""
+    """Take the site's next participant number under a row lock; a rollback gives it back (no gaps).
+
+    The counter row is created on first use with INSERT ... ON CONFLICT DO NOTHING, so two first enrollments
+    at a site cannot both try to create it; both then queue on its row lock.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = SiteCounter.__table__
+    conn = session.connection()
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    conn.execute(ins.values(trial_id=trial_id, site_code=site_code, last_number=0)
+                 .on_conflict_do_nothing(index_elements=["trial_id", "site_code"]))
     counter = session.scalar(select(SiteCounter).where(SiteCounter.trial_id == trial_id,
-                                                       SiteCounter.site_code == site_code).with_for_update())
-    if counter is None:
-        session.add(SiteCounter(trial_id=trial_id, site_code=site_code, last_number=0))
-        session.flush()
-        counter = session.scalar(select(SiteCounter).where(SiteCounter.trial_id == trial_id,
-                                                           SiteCounter.site_code == site_code).with_for_update())
+                                                       SiteCounter.site_code == site_code)
+                             .with_for_update().execution_options(populate_existing=True))
     counter.last_number += 1
     return counter.last_number
 

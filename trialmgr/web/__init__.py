@@ -23,6 +23,7 @@ SECURITY_HEADERS = {
 
 def init_app(app: Flask) -> None:
     from trialmgr.web import auth, db, errors, home, monitor
+    from trialmgr.web import data as data_pages
     from trialmgr.web import enrollment as enrollment_pages
     from trialmgr.web import randomization as randomization_pages
 
@@ -51,4 +52,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(monitor.bp)
     app.register_blueprint(enrollment_pages.bp)
     app.register_blueprint(randomization_pages.bp)
+    app.register_blueprint(data_pages.bp)
     errors.init_app(app)
