@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import tomllib
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -18,11 +17,17 @@ from trialmgr.protocols import load_protocol_file
 from trialmgr.services import audit
 from trialmgr.services.context import Actor
 
+_PARSED: dict[str, Protocol] = {}  # sha256 -> parsed protocol; versions never change once loaded
 
-@lru_cache(maxsize=32)
+
 def _parse_text(text: str, sha256: str) -> Protocol:
-    proto = parse_protocol(tomllib.loads(text))
-    return dataclasses.replace(proto, sha256=sha256)
+    proto = _PARSED.get(sha256)
+    if proto is None:
+        proto = dataclasses.replace(parse_protocol(tomllib.loads(text)), sha256=sha256)
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        _PARSED[sha256] = proto
+    return proto
 
 
 def protocol_from_version(version: ProtocolVersion) -> Protocol:
@@ -38,7 +43,13 @@ def current_version(session: Session, trial_id: str) -> ProtocolVersion:
 
 
 def current_protocol(session: Session, trial_id: str) -> Protocol:
-    return protocol_from_version(current_version(session, trial_id))
+    """The trial's current protocol; the hot paths fetch only its hash once it has been parsed."""
+    sha = session.scalar(select(ProtocolVersion.sha256).where(ProtocolVersion.trial_id == trial_id)
+                         .order_by(ProtocolVersion.number.desc()).limit(1))
+    if sha is None:
+        raise NotFound(f"unknown trial {trial_id!r}")
+    cached = _PARSED.get(sha)
+    return cached if cached is not None else protocol_from_version(current_version(session, trial_id))
 
 
 def get_trial(session: Session, trial_id: str) -> Trial:
