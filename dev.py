@@ -43,6 +43,22 @@ def ensure_env(extra: str = "test") -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_browser() -> None:
+    """The browser tests drive Debian's Chromium; install it when we can (root with apt), never download one."""
+    import shutil
+
+    if shutil.which("chromium"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing Debian's chromium for the browser tests", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
+    if not shutil.which("chromium"):
+        print("warning: chromium is not installed (as root: apt-get install -y chromium); the browser tests "
+              "in tests/e2e will fail", file=sys.stderr)
+
+
 def main(argv: list[str]) -> None:
     command = argv[0] if argv else "help"
     if command == "run":
@@ -51,6 +67,7 @@ def main(argv: list[str]) -> None:
         os.execv(str(BIN / "trialmgr"), [str(BIN / "trialmgr"), "serve", *argv[1:]])
     elif command == "test":
         ensure_env()
+        ensure_browser()
         _run(BIN / "python", "-m", "pytest", *argv[1:])
     elif command == "install":
         ensure_env()
