@@ -80,9 +80,9 @@ def get_visit_form(trial: str, participant: str, visit: str, form: str):
 @bp.put("/trials/<trial>/participants/<participant>/visits/<visit>/forms/<form>")
 @allow(*EDITORS)
 def put_visit_form(trial: str, participant: str, visit: str, form: str):
-    kwargs, values = _save_args(_body())
     with transaction() as s:
         p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
+        kwargs, values = _save_args(_body())
         res = crf.save_form(s, g.actor, p, form, values, visit_code=visit, **kwargs)
         out = form_json(crf.read_form(s, g.actor, p, form, visit))
         out.update(changed=res.changed, queries_opened=res.queries_opened, deviation_created=res.deviation_created)
@@ -93,9 +93,9 @@ def put_visit_form(trial: str, participant: str, visit: str, form: str):
 @allow(*EDITORS)
 @idempotent
 def create_anytime_form(trial: str, participant: str, form: str):
-    kwargs, values = _save_args(_body())
     with transaction() as s:
         p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
+        kwargs, values = _save_args(_body())
         res = crf.save_form(s, g.actor, p, form, values, **kwargs)
         out = form_json(crf.read_form(s, g.actor, p, form, None, instance=res.record.instance))
         return respond(s, out, 201)
@@ -112,9 +112,9 @@ def get_anytime_form(trial: str, participant: str, form: str, instance: int):
 @bp.put("/trials/<trial>/participants/<participant>/forms/<form>/<int:instance>")
 @allow(*EDITORS)
 def put_anytime_form(trial: str, participant: str, form: str, instance: int):
-    kwargs, values = _save_args(_body())
     with transaction() as s:
         p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
+        kwargs, values = _save_args(_body())
         crf.save_form(s, g.actor, p, form, values, instance=instance, **kwargs)
         return respond(s, form_json(crf.read_form(s, g.actor, p, form, None, instance=instance)))
 
