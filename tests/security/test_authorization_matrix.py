@@ -104,7 +104,7 @@ def test_every_route_as_every_role_and_anonymous(app, client, login, db, world):
 def test_another_sites_coordinator_never_reaches_a_participant(app, client, login, db, world):
     login("pete")
     token = _token(db, "pete", "coordinator")
-    code = world["code"]
+
     for rule, access in _routes(app):
         if "code" not in rule.arguments and "participant" not in rule.arguments:
             continue
