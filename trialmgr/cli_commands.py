@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from trialmgr.cli_support import fail, handle_errors, st
 from trialmgr.services.context import cli_actor
@@ -266,3 +266,34 @@ def audit_verify(trial: str | None, public_key: str | None) -> None:
 
 
 GROUPS.append(audit_group)
+
+
+@click.command("backup")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The backup file to write.")
+@with_appcontext
+@handle_errors
+def backup_cmd(out: str) -> None:
+    """Back up a SQLite database with SQLite's online backup (consistent while the app runs).
+
+    PostgreSQL: use pg_dump (see the README). Back up the instance folder's keys separately.
+    """
+    import sqlite3
+
+    db = st().db
+    if not db.is_sqlite:
+        fail("this instance uses PostgreSQL: back it up with pg_dump -Fc (see the README)", 2)
+    source = sqlite3.connect(db.engine.url.database)
+    target = sqlite3.connect(out)
+    try:
+        with target:
+            source.backup(target)
+        ok = target.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        target.close()
+        source.close()
+    if ok != "ok":
+        fail(f"the backup failed its integrity check: {ok}")
+    click.echo(f"backed up {db.engine.url.database} to {out} (integrity ok)")
+
+
+GROUPS.append(backup_cmd)

@@ -88,3 +88,20 @@ def test_init_and_demo_in_a_fresh_instance(tmp_path):
     again = subprocess.run([sys.executable, "-m", "trialmgr.cli", "init"], capture_output=True, text=True,
                            env=env, timeout=60)
     assert again.returncode == 0, again.stderr
+
+
+def test_backup_of_a_running_sqlite_instance(tmp_path):
+    import sqlite3
+
+    env = {"TRIALMGR_INSTANCE": str(tmp_path / "inst"), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "trialmgr.cli", "demo", "--participants", "3"], capture_output=True,
+                   env=env, timeout=120, check=True)
+    out = tmp_path / "backup.db"
+    proc = subprocess.run([sys.executable, "-m", "trialmgr.cli", "backup", "--out", str(out)], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    con = sqlite3.connect(out)
+    try:
+        assert con.execute("SELECT count(*) FROM audit_entry").fetchone()[0] > 10
+    finally:
+        con.close()

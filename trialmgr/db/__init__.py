@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from trialmgr.db import models_accounts, models_audit, models_crf, models_trial  # noqa: F401  (register tables on Base.metadata)
+from trialmgr.db import models_accounts, models_audit, models_crf, models_notify, models_trial  # noqa: F401  (register tables on Base.metadata)
 from trialmgr.db.base import Base
 
 __all__ = ["Base", "Database", "make_engine"]

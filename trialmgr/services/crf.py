@@ -21,7 +21,7 @@ from trialmgr.domain import crf as crflib
 from trialmgr.domain.errors import Conflict, DataLocked, NotFound, PermissionDenied, ReasonRequired, ValidationFailed
 from trialmgr.domain.protocol import FormDef, Protocol
 from trialmgr.domain.vocab import ParticipantStatus, Role
-from trialmgr.services import audit, trials, visits
+from trialmgr.services import audit, notify, trials, visits
 from trialmgr.services.context import Actor
 
 EDITORS = (Role.COORDINATOR, Role.INVESTIGATOR, Role.ASSESSOR)
@@ -223,6 +223,7 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     if form.id == "adverse_event":
         record.serious = result.values.get("serious") is True
     session.flush()
+    notify.form_saved(session, actor, participant, record)  # a serious adverse event mails the investigators
 
     deviation = False
     if visit is not None:

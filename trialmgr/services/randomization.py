@@ -38,7 +38,7 @@ from trialmgr.domain.errors import (
 from trialmgr.domain.protocol import Protocol
 from trialmgr.domain.vocab import ParticipantStatus, Role
 from trialmgr.keys import allocation_key
-from trialmgr.services import audit, enrollment, trials, visits
+from trialmgr.services import audit, enrollment, notify, trials, visits
 from trialmgr.services.context import Actor
 
 RANDOMIZERS = (Role.COORDINATOR, Role.INVESTIGATOR)
@@ -188,6 +188,7 @@ def randomize(session: Session, actor: Actor, settings: Settings, trial_id: str,
                             randomized_by=actor.username)
     session.add(allocation)
     cursor.next_seq = seq + 1
+    notify.allocation_taken(session, settings, trial_id, lst, cursor)  # list low or exhausted: mail investigators
     participant.status = ParticipantStatus.RANDOMIZED
     participant.randomized_at = now
     session.flush()

@@ -22,10 +22,14 @@ SECURITY_HEADERS = {
 
 
 def init_app(app: Flask) -> None:
-    from trialmgr.web import auth, db, errors, home, monitor
+    from trialmgr import outbox
+    from trialmgr.web import auth, db, errors, home, monitor, ops, report_pages
+    from trialmgr.web import crf as crf_pages
     from trialmgr.web import data as data_pages
     from trialmgr.web import enrollment as enrollment_pages
+    from trialmgr.web import queries as query_pages
     from trialmgr.web import randomization as randomization_pages
+    from trialmgr.web import visits as visit_pages
 
     db.init_app(app)
     csrf.init_app(app)
@@ -52,5 +56,12 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(monitor.bp)
     app.register_blueprint(enrollment_pages.bp)
     app.register_blueprint(randomization_pages.bp)
+    app.register_blueprint(report_pages.bp)
+    app.register_blueprint(crf_pages.bp)
+    app.register_blueprint(visit_pages.bp)
+    app.register_blueprint(query_pages.bp)
     app.register_blueprint(data_pages.bp)
+    app.register_blueprint(ops.bp)
+    ops.init_app(app)
     errors.init_app(app)
+    outbox.install(app)  # e-mail notifications: sent after commit, at the end of the request
