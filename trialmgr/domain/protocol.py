@@ -6,7 +6,52 @@ lets ``crf``/``derive`` use the field types without importing the checker that u
 
 from __future__ import annotations
 
-from trialmgr.domain import protocol_model
+from trialmgr.domain.protocol_model import (
+    COMPARISON_OPS,
+    CONDITION_OPS,
+    CRITERION_KINDS,
+    DEFAULT_TEXT_MAX_LENGTH,
+    FIELD_TYPES,
+    FORM_KINDS,
+    ROLES,
+    UNSTRATIFIED_KEY,
+    YESNO_LEVELS,
+    Arm,
+    Choice,
+    Condition,
+    Criterion,
+    CrossCheck,
+    Derived,
+    FieldSpec,
+    FormDef,
+    Protocol,
+    RandomizationDesign,
+    Site,
+    Visit,
+)
 from trialmgr.domain.protocol_parse import parse_protocol
 
-__all__ = [*protocol_model.__all__, "parse_protocol"]
+__all__ = [
+    "COMPARISON_OPS",
+    "CONDITION_OPS",
+    "CRITERION_KINDS",
+    "DEFAULT_TEXT_MAX_LENGTH",
+    "FIELD_TYPES",
+    "FORM_KINDS",
+    "ROLES",
+    "UNSTRATIFIED_KEY",
+    "YESNO_LEVELS",
+    "Arm",
+    "Choice",
+    "Condition",
+    "CrossCheck",
+    "Criterion",
+    "Derived",
+    "FieldSpec",
+    "FormDef",
+    "Protocol",
+    "RandomizationDesign",
+    "Site",
+    "Visit",
+    "parse_protocol",
+]

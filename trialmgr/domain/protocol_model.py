@@ -263,27 +263,3 @@ def _index(items: tuple[Any, ...], attr: str) -> dict[Any, Any]:
     # Protocols are small (tens of items), so a scan beats caching on a frozen instance.
     return {getattr(i, attr): i for i in items}
 
-
-__all__ = [
-    "COMPARISON_OPS",
-    "CONDITION_OPS",
-    "CRITERION_KINDS",
-    "DEFAULT_TEXT_MAX_LENGTH",
-    "FIELD_TYPES",
-    "FORM_KINDS",
-    "ROLES",
-    "UNSTRATIFIED_KEY",
-    "YESNO_LEVELS",
-    "Arm",
-    "Choice",
-    "Condition",
-    "CrossCheck",
-    "Criterion",
-    "Derived",
-    "FieldSpec",
-    "FormDef",
-    "Protocol",
-    "RandomizationDesign",
-    "Site",
-    "Visit",
-]
