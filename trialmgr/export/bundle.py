@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 import zipfile
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -41,17 +42,30 @@ def software_version() -> str:
 
 
 class _HashingText(io.TextIOBase):
-    """A text stream into one zip member that hashes what it writes."""
+    """A text stream into one zip member that hashes what it writes, in 64 KiB chunks (a csv writer writes a
+    few bytes at a time; encoding, hashing and compressing each piece separately dominated the export)."""
+
+    LIMIT = 1 << 16
 
     def __init__(self, raw) -> None:
         self.raw = raw
         self.sha = hashlib.sha256()
+        self.parts: list[str] = []
+        self.size = 0
 
     def write(self, s: str) -> int:
-        b = s.encode("utf-8")
-        self.sha.update(b)
-        self.raw.write(b)
+        self.parts.append(s)
+        self.size += len(s)
+        if self.size >= self.LIMIT:
+            self.flush()
         return len(s)
+
+    def flush(self) -> None:
+        if self.parts:
+            b = "".join(self.parts).encode("utf-8")
+            self.parts, self.size = [], 0
+            self.sha.update(b)
+            self.raw.write(b)
 
     def writable(self) -> bool:
         return True
@@ -72,7 +86,17 @@ class _Zip:
         with self.member(name) as raw:
             out = _HashingText(raw)
             producer(out)
+            out.flush()
             self.hashes[name] = out.sha.hexdigest()
+
+    def copy(self, name: str, path: Path) -> None:
+        """Add a spooled file as a member, hashing it on the way in."""
+        sha = hashlib.sha256()
+        with self.member(name) as raw, open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(chunk)
+                raw.write(chunk)
+        self.hashes[name] = sha.hexdigest()
 
     def csv(self, name: str, rows) -> int:
         count = [0]
@@ -133,26 +157,24 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
              dataset.date_text(s.randomized_at.date() if s.randomized_at else None, s.shift), s.arm or "", s.status]
             for s in subjects])
         counts["participants"] = len(subjects)
-        tick("participants", 1, len(proto.forms) + 4)
-        for i, form in enumerate(proto.forms, 2):
-            counts[f"forms/{form.id}"] = z.csv(f"forms/{form.id}.csv", _form_rows(session, proto, form, by_id, opts))
-            tick(f"forms/{form.id}", i, len(proto.forms) + 4)
-        counts["values"] = z.csv("values_long.csv", _long_rows(session, proto, by_id, opts))
-        z.csv("screening_log.csv", _screening_rows(session, proto, opts))
-        counts["adverse_events"] = z.csv("adverse_events.csv",
-                                         _form_rows(session, proto, proto.form("adverse_event"), by_id, opts)) \
-            if "adverse_event" in {f.id for f in proto.forms} else 0
-        if "deviation" in {f.id for f in proto.forms}:
-            counts["deviations"] = z.csv("deviations.csv", _form_rows(session, proto, proto.form("deviation"), by_id,
-                                                                      opts))
-        counts["queries"] = z.csv("queries.csv", _query_rows(session, proto, by_id))
-        z.csv("data_dictionary.csv", formats.dictionary_rows(proto, fields_of))
-        tick("odm.xml", len(proto.forms) + 2, len(proto.forms) + 4)
+        tick("participants", 1, 4)
         created = lock_time or dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-        z.text("odm.xml", lambda out: odm.write(
-            out, proto, file_oid=f"{trial_id}.{'locked' if locked else 'interim'}", created=created, fields=fields_of,
-            subjects=_odm_subjects(session, proto, by_id, opts),
-            description=f"{proto.title} ({'locked' if locked else 'INTERIM, unlocked'} data)"))
+        with tempfile.TemporaryDirectory(prefix="trialmgr-export-") as tmp:
+            spooled = _one_pass(session, proto, by_id, opts, Path(tmp), counts, odm_head=dict(
+                file_oid=f"{trial_id}.{'locked' if locked else 'interim'}", created=created, fields=fields_of,
+                description=f"{proto.title} ({'locked' if locked else 'INTERIM, unlocked'} data)"), tick=tick)
+            for form in proto.forms:
+                z.copy(f"forms/{form.id}.csv", spooled[form.id])
+            z.copy("values_long.csv", spooled["_long"])
+            z.csv("screening_log.csv", _screening_rows(session, proto, opts))
+            for alias, form_id in (("adverse_events.csv", "adverse_event"), ("deviations.csv", "deviation")):
+                if form_id in spooled:
+                    z.copy(alias, spooled[form_id])
+            counts["adverse_events"] = counts.get("forms/adverse_event", 0)
+            counts["queries"] = z.csv("queries.csv", _query_rows(session, proto, by_id))
+            z.csv("data_dictionary.csv", formats.dictionary_rows(proto, fields_of))
+            z.copy("odm.xml", spooled["_odm"])
+        tick("files", 2, 4)
         protocol_text = version_row.source_text
         if blinded:
             protocol_text = _masked_protocol(protocol_text, proto, letters)
@@ -161,7 +183,7 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
             [(a.code, a.label) for a in proto.arms]
         z.text("load.R", lambda out: out.write(formats.r_script(proto, list(proto.forms), fields_of, arm_codes)))
         z.text("load.do", lambda out: out.write(formats.stata_script(proto, list(proto.forms), fields_of)))
-        tick("audit", len(proto.forms) + 3, len(proto.forms) + 4)
+        tick("audit", 3, 4)
         z.text("audit/entries.jsonl", lambda out: _audit_entries(out, session, trial_id, blinded, deidentified))
         z.text("audit/checkpoints.jsonl", lambda out: _checkpoints(out, session))
         z.text("audit/public_key.pem", lambda out: out.write(chainlib.public_key_pem(key).decode()))
@@ -191,50 +213,99 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
     audit.record(session, actor, "export:create", "export", out_path.name, trial=trial_id, field="manifest",
                  new=f"{manifest['kind']} bundle, blinded={blinded}, deidentified={deidentified}, manifest sha256 "
                      f"{z.hashes['manifest.json']}")
-    tick("done", len(proto.forms) + 4, len(proto.forms) + 4)
+    tick("done", 4, 4)
     return manifest
 
 
-def _form_rows(session, proto, form, by_id, opts):
-    fields = dataset.exported_fields(form, opts)
+def _form_header(form, fields) -> list[str]:
     header = ["participant", "site", "visit", "instance", "visit_date", "form_status", "sdv"]
     for f in fields:
         header.append(f.id)
         if f.type in ("choice", "multichoice", "yesno"):
             header.append(f"{f.id}_label")
         header.append(f"{f.id}_missing")
-    header += [d.id for d in form.derived]
-    yield header
-    for _form_id, r in dataset.records(session, proto, by_id, form.id):
-        s = r.subject
-        row = [s.code, s.site, r.visit_code or "", r.instance, dataset.date_text(r.visit_date, s.shift), r.status,
-               "yes" if r.sdv else "no"]
-        for f in fields:
+    return header + [d.id for d in form.derived]
+
+
+def _form_row(form, fields, r) -> list:
+    s = r.subject
+    row = [s.code, s.site, r.visit_code or "", r.instance, dataset.date_text(r.visit_date, s.shift), r.status,
+           "yes" if r.sdv else "no"]
+    for f in fields:
+        text = dataset.value_text(f, r.values.get(f.id), s.shift)
+        row.append(text)
+        if f.type in ("choice", "multichoice", "yesno"):
+            row.append(dataset.label_of(f, text) if f.type != "yesno" else text.capitalize())
+        row.append(r.missing.get(f.id, ""))
+    row += [r.values.get(d.id, "") for d in form.derived]
+    return row
+
+
+def _long_rows(form, fields, r):
+    s = r.subject
+    for f in fields:
+        if f.id in r.values or f.id in r.missing:
             text = dataset.value_text(f, r.values.get(f.id), s.shift)
-            row.append(text)
-            if f.type in ("choice", "multichoice", "yesno"):
-                row.append(dataset.label_of(f, text) if f.type != "yesno" else text.capitalize())
-            row.append(r.missing.get(f.id, ""))
-        row += [r.values.get(d.id, "") for d in form.derived]
-        yield row
+            yield [s.code, s.site, r.visit_code or "", form.id, r.instance, f.id, text, dataset.label_of(f, text),
+                   r.missing.get(f.id, ""), "no"]
+    for d in form.derived:
+        if d.id in r.values:
+            yield [s.code, s.site, r.visit_code or "", form.id, r.instance, d.id, r.values[d.id], "", "", "yes"]
 
 
-def _long_rows(session, proto, by_id, opts):
-    yield ["participant", "site", "visit", "form", "instance", "field", "value", "label", "missing", "derived"]
+def _odm_event(form, fields, r):
+    if r.visit_code is None:
+        event, repeat = odm.ANYTIME_EVENT, r.instance
+    elif r.visit_code.startswith("UNS"):
+        event, repeat = odm.UNSCHEDULED_EVENT, int(r.visit_code[3:] or 1)
+    else:
+        event, repeat = f"SE.{r.visit_code}", 1
+    items = [(f.id, dataset.value_text(f, r.values.get(f.id), r.subject.shift), r.missing.get(f.id)) for f in fields]
+    items += [(d.id, r.values.get(d.id), None) for d in form.derived]
+    return event, form.id, repeat, items
+
+
+def _one_pass(session, proto, by_id, opts, tmp: Path, counts: dict, *, odm_head: dict, tick) -> dict[str, Path]:
+    """Read every record once, in export order, and write every per-form CSV, the long CSV and the ODM
+    clinical data to spooled files at the same time (zip members can only be written one after another)."""
     forms = {f.id: f for f in proto.forms}
-    for form_id, r in dataset.records(session, proto, by_id):
-        form = forms.get(form_id)
-        if form is None:
-            continue
-        s = r.subject
-        for f in dataset.exported_fields(form, opts):
-            if f.id in r.values or f.id in r.missing:
-                text = dataset.value_text(f, r.values.get(f.id), s.shift)
-                yield [s.code, s.site, r.visit_code or "", form_id, r.instance, f.id, text, dataset.label_of(f, text),
-                       r.missing.get(f.id, ""), "no"]
-        for d in form.derived:
-            if d.id in r.values:
-                yield [s.code, s.site, r.visit_code or "", form_id, r.instance, d.id, r.values[d.id], "", "", "yes"]
+    fields = {f.id: dataset.exported_fields(f, opts) for f in proto.forms}
+    paths = {fid: tmp / f"{fid}.csv" for fid in forms} | {"_long": tmp / "long.csv", "_odm": tmp / "odm.xml"}
+    handles = {k: open(p, "w", encoding="utf-8", newline="", buffering=1 << 20) for k, p in paths.items()}  # noqa: SIM115
+    try:
+        writers = {k: csv.writer(h, lineterminator="\n") for k, h in handles.items() if k != "_odm"}
+        for fid, form in forms.items():
+            writers[fid].writerow(_form_header(form, fields[fid]))
+            counts[f"forms/{fid}"] = 0
+        writers["_long"].writerow(["participant", "site", "visit", "form", "instance", "field", "value", "label",
+                                   "missing", "derived"])
+        odm_out = handles["_odm"]
+        odm.write_head(odm_out, proto, **odm_head)
+        current, events, values = None, [], 0
+        for n, (form_id, r) in enumerate(dataset.records(session, proto, by_id)):
+            form = forms.get(form_id)
+            if form is None:
+                continue
+            if current is not None and r.subject.code != current:
+                odm_out.write(odm.subject_xml(current, events))
+                events = []
+            current = r.subject.code
+            writers[form_id].writerow(_form_row(form, fields[form_id], r))
+            counts[f"forms/{form_id}"] += 1
+            for row in _long_rows(form, fields[form_id], r):
+                writers["_long"].writerow(row)
+                values += 1
+            events.append(_odm_event(form, fields[form_id], r))
+            if n % 20000 == 0:
+                tick("records", 1, 4)
+        if current is not None:
+            odm_out.write(odm.subject_xml(current, events))
+        odm.write_tail(odm_out)
+        counts["values"] = values
+    finally:
+        for h in handles.values():
+            h.close()
+    return paths
 
 
 def _screening_rows(session, proto, opts):
@@ -254,29 +325,7 @@ def _query_rows(session, proto, by_id):
                q.closed_by or ""]
 
 
-def _odm_subjects(session, proto, by_id, opts):
-    forms = {f.id: f for f in proto.forms}
-    current, events = None, []
-    for form_id, r in dataset.records(session, proto, by_id):
-        if current is not None and r.subject.code != current:
-            yield current, events
-            events = []
-        current = r.subject.code
-        form = forms.get(form_id)
-        if form is None:
-            continue
-        if r.visit_code is None:
-            event, repeat = odm.ANYTIME_EVENT, r.instance
-        elif r.visit_code.startswith("UNS"):
-            event, repeat = odm.UNSCHEDULED_EVENT, int(r.visit_code[3:] or 1)
-        else:
-            event, repeat = f"SE.{r.visit_code}", 1
-        items = [(f.id, dataset.value_text(f, r.values.get(f.id), r.subject.shift), r.missing.get(f.id))
-                 for f in dataset.exported_fields(form, opts)]
-        items += [(d.id, r.values.get(d.id), None) for d in form.derived]
-        events.append((event, form_id, repeat, items))
-    if current is not None:
-        yield current, events
+_JSON_LINE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # built once, not once per entry
 
 
 def _audit_entries(out, session, trial_id: str, blinded: bool, deidentified: bool) -> None:
@@ -292,7 +341,7 @@ def _audit_entries(out, session, trial_id: str, blinded: bool, deidentified: boo
             if blinded and not deidentified:
                 row["ts"] = chainlib.utc_text(e["ts"])
             row["redacted"] = True
-        out.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+        out.write(_JSON_LINE(row) + "\n")
 
 
 def _checkpoints(out, session) -> None:

@@ -118,7 +118,9 @@ def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject
         stmt = stmt.where(FormRecord.form_id == form_id)
     current: RecordRow | None = None
     current_id = current_form = None
-    result = session.execute(stmt.execution_options(yield_per=5000, stream_results=True))
+    # Core rows straight from the driver (a server-side cursor on PostgreSQL): no ORM row processing.
+    # (Options on the statement, not the connection: Connection.execution_options changes the connection itself.)
+    result = session.connection().execute(stmt.execution_options(stream_results=True, yield_per=5000))
     for rid, pid, fid, instance, status, sdv_at, vcode, pos, vdate, field_id, value, missing in result:
         if rid != current_id:
             if current is not None:
