@@ -22,7 +22,9 @@ def value_for(spec: FieldSpec, rng: random.Random, today: dt.date) -> str | None
         places = spec.precision if spec.precision is not None else 1
         step = Decimal(1).scaleb(-places)
         value = Decimal(str(rng.uniform(lo, hi))).quantize(step)
-        value = max(Decimal(str(lo)).quantize(step, rounding="ROUND_CEILING"), min(value, Decimal(str(hi))))
+        # Both bounds rounded inwards to the field's precision, so the clamped value is itself valid.
+        value = max(Decimal(str(lo)).quantize(step, rounding="ROUND_CEILING"),
+                    min(value, Decimal(str(hi)).quantize(step, rounding="ROUND_FLOOR")))
         return format(value, "f")
     if t == "choice":
         return rng.choice(spec.codes)

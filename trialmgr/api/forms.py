@@ -84,7 +84,7 @@ def put_visit_form(trial: str, participant: str, visit: str, form: str):
         p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
         kwargs, values = _save_args(_body())
         res = crf.save_form(s, g.actor, p, form, values, visit_code=visit, **kwargs)
-        out = form_json(crf.read_form(s, g.actor, p, form, visit))
+        out = form_json(res.view)
         out.update(changed=res.changed, queries_opened=res.queries_opened, deviation_created=res.deviation_created)
         return respond(s, out)
 
@@ -97,8 +97,7 @@ def create_anytime_form(trial: str, participant: str, form: str):
         p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
         kwargs, values = _save_args(_body())
         res = crf.save_form(s, g.actor, p, form, values, **kwargs)
-        out = form_json(crf.read_form(s, g.actor, p, form, None, instance=res.record.instance))
-        return respond(s, out, 201)
+        return respond(s, form_json(res.view), 201)
 
 
 @bp.get("/trials/<trial>/participants/<participant>/forms/<form>/<int:instance>")
@@ -115,8 +114,8 @@ def put_anytime_form(trial: str, participant: str, form: str, instance: int):
     with transaction() as s:
         p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
         kwargs, values = _save_args(_body())
-        crf.save_form(s, g.actor, p, form, values, instance=instance, **kwargs)
-        return respond(s, form_json(crf.read_form(s, g.actor, p, form, None, instance=instance)))
+        res = crf.save_form(s, g.actor, p, form, values, instance=instance, **kwargs)
+        return respond(s, form_json(res.view))
 
 
 @bp.post("/trials/<trial>/participants/<participant>/visits/<visit>/forms/<form>/verify")

@@ -123,6 +123,7 @@ class SaveResult:
     changed: list[str]
     queries_opened: list[int]
     deviation_created: bool
+    view: FormView | None = None  # the form as stored now, so callers need not read it back
 
 
 def save_form(session: Session, actor: Actor, participant: Participant, form_id: str, raw: dict, *,
@@ -231,7 +232,10 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     if form.id == "withdrawal" and status == "complete":
         _apply_withdrawal(session, actor, participant, result.values.get("type"))
     opened = edit_checks.run(session, actor, proto, participant, record, visit, result) if changes else []
-    return SaveResult(record, list(changes), opened, deviation)
+    view = FormView(form, record, visit,
+                    values={k: v[0] for k, v in new.items() if v[0] is not None},
+                    missing={k: v[1] for k, v in new.items() if v[1]})
+    return SaveResult(record, list(changes), opened, deviation, view)
 
 
 def _visit_date(visit: VisitRecord, raw) -> dt.date:
