@@ -386,3 +386,9 @@ def verify_bytes(public_key: Ed25519PublicKey, data: bytes, signature: str) -> b
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def json_line(obj: Any) -> str:
+    """Canonical JSON text of data already known to be canonical (exported audit rows), without re-checking
+    every value; several times faster than json.dumps for the millions of rows of a large export."""
+    return "".join(_encode(obj, 0))

@@ -24,7 +24,7 @@ from trialmgr.domain import audit as chainlib
 from trialmgr.domain.protocol import Protocol
 from trialmgr.domain.vocab import DataState, Role
 from trialmgr.export import dataset, formats, odm
-from trialmgr.keys import audit_private_key
+from trialmgr.keys import audit_private_key, audit_public_keys
 from trialmgr.services import audit, trials
 from trialmgr.services.context import Actor
 
@@ -187,6 +187,13 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
         z.text("audit/entries.jsonl", lambda out: _audit_entries(out, session, trial_id, blinded, deidentified))
         z.text("audit/checkpoints.jsonl", lambda out: _checkpoints(out, session))
         z.text("audit/public_key.pem", lambda out: out.write(chainlib.public_key_pem(key).decode()))
+        # Keys retired by `trialmgr keys rotate-audit` signed the older checkpoints; the signed manifest lists
+        # their files' hashes, so the current key vouches for them (docs/keys.md).
+        current_id = chainlib.key_id(key.public_key())
+        for kid, pub in sorted(audit_public_keys(settings).items()):
+            if kid != current_id:
+                z.text(f"audit/retired_keys/{kid}.pem", lambda out, pub=pub: out.write(chainlib.public_key_pem(pub)
+                                                                                      .decode()))
         manifest = {
             "format": FORMAT,
             "trial": trial_id,
@@ -325,9 +332,6 @@ def _query_rows(session, proto, by_id):
                q.closed_by or ""]
 
 
-_JSON_LINE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # built once, not once per entry
-
-
 def _audit_entries(out, session, trial_id: str, blinded: bool, deidentified: bool) -> None:
     for e in audit.iter_entries(session, trial=trial_id):
         row = dict(e)
@@ -341,7 +345,7 @@ def _audit_entries(out, session, trial_id: str, blinded: bool, deidentified: boo
             if blinded and not deidentified:
                 row["ts"] = chainlib.utc_text(e["ts"])
             row["redacted"] = True
-        out.write(_JSON_LINE(row) + "\n")
+        out.write(chainlib.json_line(row) + "\n")
 
 
 def _checkpoints(out, session) -> None:
