@@ -152,13 +152,14 @@ def live_server_fixture():
 
 
 def browser_fixture():
-    """A module-scoped fixture: one Chromium for the module (skips when Debian's Chromium is not installed)."""
+    """A module-scoped fixture: one Chromium for the module (fails, never skips, without Debian's Chromium)."""
     import pytest
 
     @pytest.fixture(scope="module")
     def browser() -> Iterator:
         if not Path(CHROMIUM).exists():
-            pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (never `playwright install`)")
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (never `playwright install`); "
+                        "python3 dev.py test installs it when run as root")
         with chromium() as b:
             yield b
 
