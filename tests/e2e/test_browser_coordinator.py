@@ -176,7 +176,7 @@ def test_coordinator_screens_enrolls_randomizes_and_enters_forms(live, browser):
         due = page.get_by_role("region", name="Visits due today").get_by_role("row").filter(has_text=code)
         expect(due).to_contain_text("BL")
         expect(due).to_contain_text(re.compile(r"demographics|Demographics"))  # the other baseline forms are due
-        expect(due).not_to_contain_text(re.compile(r"\bpain\b|Pain intensity"))  # baseline pain is entered
+        expect(due).not_to_contain_text("Pain intensity (NPRS)")  # baseline pain is entered
 
 
 # -- keyboard ------------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def test_freeze_lock_with_signature_then_export_locked_bundle(live, browser, see
         # Freeze, with a wrong password first: refused, the error next to the password box, nothing changed.
         page.get_by_label("Action").select_option("freeze")
         page.get_by_label("Your password").fill("certainly not my password")
-        page.get_by_role("button", name="Sign", exact=True).click()
+        page.get_by_role("button", name="Sign and apply", exact=True).click()
         password = page.get_by_label("Your password")
         expect(password).to_have_attribute("aria-invalid", "true")
         error = page.locator("div.field").filter(has=password).locator("p.error")
@@ -143,13 +143,13 @@ def test_freeze_lock_with_signature_then_export_locked_bundle(live, browser, see
 
         page.get_by_label("Action").select_option("freeze")
         page.get_by_label("Your password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign", exact=True).click()
+        page.get_by_role("button", name="Sign and apply", exact=True).click()
         expect(page.get_by_role("status").filter(has_text="The data are now frozen.")).to_be_visible()
 
         page.get_by_label("Action").select_option("lock")
         page.get_by_label("Reason").fill("Last participant's data cleaned; database lock for the analysis.")
         page.get_by_label("Your password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign", exact=True).click()
+        page.get_by_role("button", name="Sign and apply", exact=True).click()
         expect(page.get_by_role("status").filter(has_text="The data are now locked.")).to_be_visible()
         expect(page.get_by_role("heading", level=2, name=re.compile("The data are"))).to_contain_text("locked")
         signatures = page.locator("ul.signatures li")
