@@ -20,6 +20,10 @@ Targets: >= 200 randomizations/s on 2 cores and p99 < 250 ms through the API.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import datetime as dt
 import json
@@ -32,8 +36,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+import common  # noqa: E402  (bench/common.py: shared table, percentiles, logging)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -47,9 +53,7 @@ TARGET_P99_MS = 250.0
 STRATA = [(site, sex) for site in SITES for sex in ("F", "M")]
 
 
-def percentile(xs: Sequence[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]  # nearest-rank
+percentile = common.percentile
 
 
 def hammer(client: ApiClient, paths: Sequence[str], clients: int, token: str | None = None,
@@ -266,14 +270,8 @@ def rows_from(m: dict[str, float], args: argparse.Namespace) -> list[dict]:
     ]
 
 
-def print_table(rows: list[dict], out: Callable[[str], None] = print) -> None:
-    out(f"{'figure':<32}{'value':>10} {'unit':<18}{'floor':>10}{'ratio':>8}  target")
-    for r in rows:
-        floor = f"{r['floor']:.1f}" if r["floor"] is not None else "-"
-        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        verdict = "" if r["ok"] is None else ("ok" if r["ok"] else "MISSED")
-        out(f"{r['figure']:<32}{r['value']:>10.1f} {r['unit']:<18}{floor:>10}{ratio:>8}  "
-            f"{r['target'] or ''} {verdict}".rstrip())
+def print_table(rows: list[dict], out=print) -> None:
+    common.print_table(rows, out, width=32, places=1)
 
 
 def main(argv: list[str] | None = None) -> int:
