@@ -35,7 +35,8 @@ def throwaway_postgres(admin_url: str, prefix: str = "trialmgr_t") -> Iterator[s
     from sqlalchemy.engine import make_url
 
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # pool_pre_ping: the server may be restarted during the session (tests/e2e/test_resilience_pg_restart.py)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:

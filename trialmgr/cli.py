@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from flask.cli import FlaskGroup
 
-from trialmgr import cli_commands, cli_data, cli_trial
+from trialmgr import cli_commands, cli_data, cli_keys, cli_trial
 from trialmgr.cli_support import fail, handle_errors, st
 from trialmgr.config import ensure_secret_key
 from trialmgr.domain.errors import DomainError
@@ -138,7 +138,7 @@ def serve_cmd(dev: bool, bind: str) -> None:
     os.execve(gunicorn, args, env)  # noqa: S606  (replace this process with gunicorn)
 
 
-for _group in cli_commands.GROUPS + cli_trial.GROUPS + cli_data.GROUPS:
+for _group in cli_commands.GROUPS + cli_trial.GROUPS + cli_data.GROUPS + cli_keys.GROUPS:
     main.add_command(_group)
 
 

@@ -93,6 +93,50 @@ def allocation_key(settings: Settings) -> bytes:
     return path.read_bytes()
 
 
+def allocation_key_id(key: bytes) -> str:
+    """A short fingerprint naming an allocation key in the audit trail (it reveals nothing about the key)."""
+    import hashlib
+
+    return hashlib.sha256(b"trialmgr allocation key id|" + key).hexdigest()[:16]
+
+
+class RotationPending(Exception):
+    """An earlier allocation key rotation was interrupted; the operator must settle it first (docs/keys.md)."""
+
+
+def _staged_allocation_path(settings: Settings) -> Path:
+    return _path(settings, ALLOCATION_KEY_FILE + ".new")
+
+
+def stage_allocation_key(settings: Settings) -> bytes:
+    """Write a new allocation key beside the current one (allocation.key.new, 0600) before the database is
+    re-encrypted, so the key the database will need exists on disk before any row depends on it."""
+    from trialmgr.domain import concealment
+
+    allocation_key(settings)  # the current key must be there
+    staged = _staged_allocation_path(settings)
+    if staged.exists():
+        raise RotationPending(f"{staged} exists: an earlier rotation did not finish; see docs/keys.md")
+    key = concealment.new_allocation_key()
+    write_private_file(staged, key)
+    return key
+
+
+def discard_staged_allocation_key(settings: Settings) -> None:
+    """The re-encryption was rolled back: the database still needs the current key; drop the new one."""
+    _staged_allocation_path(settings).unlink(missing_ok=True)
+
+
+def commit_allocation_key(settings: Settings, stamp: str) -> Path:
+    """After the re-encryption committed: the new key becomes allocation.key and the old one is kept as
+    allocation.key.retired-<stamp> until the operator deletes it. Returns the retired file's path."""
+    path = _path(settings, ALLOCATION_KEY_FILE)
+    retired = path.with_name(f"{ALLOCATION_KEY_FILE}.retired-{stamp}")
+    path.rename(retired)
+    _staged_allocation_path(settings).rename(path)
+    return retired
+
+
 def ensure_all(settings: Settings) -> None:
     ensure_audit_key(settings)
     ensure_allocation_key(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from flask import Blueprint, Flask, g, jsonify, request
@@ -14,6 +15,7 @@ from trialmgr.web.db import read_session
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+log = logging.getLogger(__name__)
 
 
 @bp.before_request
@@ -29,6 +31,21 @@ def _token() -> None:
             if held:
                 g.identity = Identity(token.user.id, token.user.username, token.user.full_name,
                                       tuple(held), via_token=True)
+                if accounts.token_needs_touch(token):
+                    _touch(token.id)
+
+
+def _touch(token_id: int) -> None:
+    """Note the token's last use (shown to admins); best effort: a read must not fail because of it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from trialmgr.web.db import transaction
+
+    try:
+        with transaction() as s:
+            accounts.touch_token(s, token_id)
+    except SQLAlchemyError:
+        log.warning("could not record the last use of API token %s", token_id, exc_info=True)
 
 
 @bp.errorhandler(DomainError)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import g, jsonify, request
 
 from trialmgr.api import bp
+from trialmgr.api.params import MAX_BIGINT as MAX_SEQ
+from trialmgr.api.params import whole as _whole
 from trialmgr.keys import audit_public_keys
 from trialmgr.services import audit_query, integrity_status, trials
 from trialmgr.state import state
@@ -28,9 +30,9 @@ def audit_log(trial: str):
     before = request.args.get("before")
     limit = request.args.get("limit", "50")
     errors = {}
-    if before is not None and not before.isdigit():
+    if before is not None and not _whole(before, MAX_SEQ):
         errors["before"] = "must be a whole number (the next_before of the previous page)"
-    if not limit.isdigit() or not 1 <= int(limit) <= audit_query.MAX_PAGE:
+    if not _whole(limit, audit_query.MAX_PAGE) or int(limit) < 1:
         errors["limit"] = f"must be a whole number from 1 to {audit_query.MAX_PAGE}"
     if errors:
         from trialmgr.domain.errors import ValidationFailed

@@ -6,6 +6,7 @@ from flask import g, request
 
 from trialmgr.api import bp
 from trialmgr.api.idempotency import idempotent, respond
+from trialmgr.api.params import is_id
 from trialmgr.domain.errors import ValidationFailed
 from trialmgr.domain.vocab import Role
 from trialmgr.services import enrollment, randomization, trials
@@ -82,7 +83,7 @@ def decline_screening(trial: str, screening: int):
 def create_participant(trial: str):
     body = _body()
     screening = body.get("screening")
-    if not isinstance(screening, int) or isinstance(screening, bool):
+    if not is_id(screening):
         raise ValidationFailed({"screening": "must be the id (a whole number) of an eligible screening"})
     with transaction() as s:
         p = enrollment.enroll(s, g.actor, trial, screening, consent_date=body.get("consent_date"),

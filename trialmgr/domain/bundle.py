@@ -85,7 +85,7 @@ def verify_bundle(path: str | Path, public_key_pem: bytes | None = None) -> Bund
             report.files += 1
         if "audit/entries.jsonl" in names and "audit/checkpoints.jsonl" in names:
             cp = manifest.get("checkpoint") or None
-            verifier = Verifier({chainlib.key_id(public_key): public_key},
+            verifier = Verifier(_trusted_keys(zf, names, public_key, report),
                                 chain_filter=chainlib.trial_filter(manifest.get("trial", "")), allow_redacted=True,
                                 known_checkpoint=(cp["seq"], cp["hash"]) if cp else None)
             with zf.open("audit/checkpoints.jsonl") as fh:
@@ -101,3 +101,18 @@ def verify_bundle(path: str | Path, public_key_pem: bytes | None = None) -> Bund
         else:
             report.fail("the audit trail (audit/entries.jsonl, audit/checkpoints.jsonl) is missing")
     return report
+
+
+def _trusted_keys(zf: zipfile.ZipFile, names: set[str], public_key, report: BundleReport) -> dict:
+    """The key given (or the bundle's own) and the retired keys the bundle carries for checkpoints signed
+    before a key rotation. The retired keys are trusted only because the manifest, signed by the current key,
+    lists their files' hashes: if that signature failed, the report has already failed."""
+    keys = {chainlib.key_id(public_key): public_key}
+    for name in sorted(n for n in names if n.startswith("audit/retired_keys/") and n.endswith(".pem")):
+        try:
+            pub = chainlib.load_public_key_pem(zf.read(name))
+        except ValueError as exc:
+            report.fail(f"{name} cannot be read: {exc}")
+            continue
+        keys.setdefault(chainlib.key_id(pub), pub)
+    return keys

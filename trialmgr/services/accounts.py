@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from trialmgr.db.base import utcnow
@@ -181,23 +181,45 @@ def authenticate(session: Session, hasher: Hasher, username: str, password: str,
                      reason="account temporarily locked")
         return None
     if not ok or not user.active:
-        user.failed_logins = (user.failed_logins or 0) + 1
-        why = "wrong password" if not ok else "account deactivated"
-        audit.record(session, who, "login:failure", "user", user.username, trial=None, chain=chain, reason=why,
-                     field="failed_logins", old=str(user.failed_logins - 1), new=str(user.failed_logins))
-        if user.failed_logins >= max_failures:
-            user.locked_until = now + dt.timedelta(minutes=lockout_minutes)
-            audit.record(session, who, "login:lockout", "user", user.username, trial=None, chain=chain,
-                         field="locked_until", new=user.locked_until.isoformat(),
-                         reason=f"{user.failed_logins} failed logins")
+        record_failure(session, who, user, "wrong password" if not ok else "account deactivated",
+                       max_failures=max_failures, lockout_minutes=lockout_minutes)
         return None
+    if hasher.needs_rehash(user.password_hash):
+        user.password_hash = hasher.hash(password)
+    if user.totp_secret:
+        # Half a login: the failure count is kept until the code is right too, so that knowing the password
+        # does not reset the throttle on guessing codes (services/twofactor.py finishes the login).
+        audit.record(session, who, "login:password_ok", "user", user.username, trial=None, chain=chain,
+                     reason="authenticator code still needed")
+        return user
+    record_success(session, who, user)
+    return user
+
+
+def record_failure(session: Session, who: Actor, user: User, why: str, *, max_failures: int, lockout_minutes: int,
+                   action: str = "login:failure") -> None:
+    """Count one failed attempt (password or second factor), audit it, and lock the account after too many."""
+    chain = _user_chain(user.username)
+    user.failed_logins = (user.failed_logins or 0) + 1
+    audit.record(session, who, action, "user", user.username, trial=None, chain=chain, reason=why,
+                 field="failed_logins", old=str(user.failed_logins - 1), new=str(user.failed_logins))
+    if user.failed_logins >= max_failures:
+        user.locked_until = utcnow() + dt.timedelta(minutes=lockout_minutes)
+        audit.record(session, who, "login:lockout", "user", user.username, trial=None, chain=chain,
+                     field="locked_until", new=user.locked_until.isoformat(),
+                     reason=f"{user.failed_logins} failed logins")
+
+
+def record_success(session: Session, who: Actor, user: User, reason: str | None = None) -> None:
     if user.failed_logins:
         user.failed_logins = 0
     user.locked_until = None
-    if hasher.needs_rehash(user.password_hash):
-        user.password_hash = hasher.hash(password)
-    audit.record(session, who, "login:success", "user", user.username, trial=None, chain=chain)
-    return user
+    audit.record(session, who, "login:success", "user", user.username, trial=None, chain=_user_chain(user.username),
+                 reason=reason)
+
+
+def is_locked(user: User) -> bool:
+    return bool(user.locked_until and user.locked_until > utcnow())
 
 
 def record_logout(session: Session, actor: Actor) -> None:
@@ -255,3 +277,62 @@ def authenticate_token(session: Session, plaintext: str) -> ApiToken | None:
     if token is None or token.revoked_at is not None or token.expires_at <= utcnow() or not token.user.active:
         return None
     return token
+
+
+TOKEN_TOUCH_SECONDS = 60
+
+
+def touch_token(session: Session, token_id: int) -> None:
+    """Record that a token was used (to the minute: not one write per API call). Not audited: it changes
+    no record, and an entry per call would drown the trail; the token's creation and revocation are audited."""
+    now = utcnow()
+    session.execute(update(ApiToken).where(
+        ApiToken.id == token_id,
+        or_(ApiToken.last_used_at.is_(None),
+            ApiToken.last_used_at < now - dt.timedelta(seconds=TOKEN_TOUCH_SECONDS))).values(last_used_at=now))
+
+
+def token_needs_touch(token: ApiToken) -> bool:
+    return token.last_used_at is None or (utcnow() - token.last_used_at).total_seconds() >= TOKEN_TOUCH_SECONDS
+
+
+def trial_tokens(session: Session, trial_id: str) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).where(ApiToken.trial_id == trial_id)
+                                .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())))
+
+
+def get_token(session: Session, trial_id: str, token_id: int) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None or token.trial_id != trial_id:
+        raise NotFound(f"no API token {token_id} in {trial_id}")
+    return token
+
+
+def get_assignment(session: Session, trial_id: str, assignment_id: int) -> RoleAssignment:
+    ra = session.get(RoleAssignment, assignment_id)
+    if ra is None or ra.trial_id != trial_id:
+        raise NotFound(f"no role assignment {assignment_id} in {trial_id}")
+    return ra
+
+
+def manageable_by(user: User, admin_trials: set[str] | frozenset[str]) -> bool:
+    """Whether an administrator of `admin_trials` may reset, deactivate or reactivate this account.
+
+    Accounts are shared between trials, so an admin of one trial must not take over (reset the password of)
+    someone who works in a trial they do not administer: every role the user holds must be in one of theirs.
+    """
+    return all(ra.trial_id in admin_trials for ra in user.roles)
+
+
+def change_own_password(session: Session, actor: Actor, hasher: Hasher, user: User, current: str, new: str, *,
+                        max_failures: int, lockout_minutes: int) -> bool:
+    """A signed-in user's own change. A wrong current password counts as a failed login (it is a password
+    guess like any other) and returns False so that the caller commits that record; bad new passwords raise."""
+    if not hasher.verify(user.password_hash, current or ""):
+        record_failure(session, actor, user, "wrong current password on password change",
+                       max_failures=max_failures, lockout_minutes=lockout_minutes)
+        return False
+    if new and hasher.verify(user.password_hash, new):
+        raise ValidationFailed({"password": "must differ from the current password"})
+    set_password(session, actor, hasher, user, new)
+    return True

@@ -227,7 +227,20 @@ def get_participant(session: Session, actor: Actor, trial_id: str, code: str, *,
 
 
 def list_participants(session: Session, actor: Actor, trial_id: str, *, site: str | None = None,
-                      status: str | None = None) -> list[Participant]:
+                      status: str | None = None, limit: int | None = None, offset: int = 0) -> list[Participant]:
+    """In site and number order; `limit`/`offset` give one page of it (the web list shows 100 at a time)."""
+    stmt = _participants(actor, trial_id, site, status).order_by(Participant.site_code, Participant.number)
+    if limit is not None:
+        stmt = stmt.limit(limit).offset(offset)
+    return list(session.scalars(stmt))
+
+
+def count_participants(session: Session, actor: Actor, trial_id: str, *, site: str | None = None,
+                       status: str | None = None) -> int:
+    return session.scalar(_participants(actor, trial_id, site, status).with_only_columns(func.count())) or 0
+
+
+def _participants(actor: Actor, trial_id: str, site: str | None, status: str | None):
     stmt = select(Participant).where(Participant.trial_id == trial_id)
     if site:
         stmt = stmt.where(Participant.site_code == site.upper())
@@ -239,7 +252,7 @@ def list_participants(session: Session, actor: Actor, trial_id: str, *, site: st
                                     + ", ".join(s.value for s in ParticipantStatus)}) from None
     if actor.role is not None and actor.role.site_bound and not actor.console:
         stmt = stmt.where(Participant.site_code.in_(actor.sites))
-    return list(session.scalars(stmt.order_by(Participant.site_code, Participant.number)))
+    return stmt
 
 
 def screening_counts(session: Session, trial_id: str) -> dict[str, int]:

@@ -7,6 +7,7 @@ import uuid
 from flask import Flask, g, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.routing import IntegerConverter
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -21,9 +22,18 @@ SECURITY_HEADERS = {
 }
 
 
+class BoundedInt(IntegerConverter):
+    """<int:...> in URLs: at most 9 digits, so every value fits an INTEGER id. A longer number is a 404 rather
+    than a database overflow (SQLite raises OverflowError, PostgreSQL "out of range"). Limited in the pattern,
+    not with `max`: a value refused after matching makes werkzeug answer 405 for a rule with other methods."""
+
+    regex = r"\d{1,9}"
+
+
 def init_app(app: Flask) -> None:
+    app.url_map.converters["int"] = BoundedInt
     from trialmgr import outbox
-    from trialmgr.web import auth, db, errors, home, monitor, ops, report_pages
+    from trialmgr.web import account, admin, auth, db, errors, home, monitor, ops, report_pages
     from trialmgr.web import crf as crf_pages
     from trialmgr.web import data as data_pages
     from trialmgr.web import enrollment as enrollment_pages
@@ -52,6 +62,9 @@ def init_app(app: Flask) -> None:
         return response
 
     app.register_blueprint(auth.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(admin.bp)
+    account.init_app(app)
     app.register_blueprint(home.bp)
     app.register_blueprint(monitor.bp)
     app.register_blueprint(enrollment_pages.bp)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -10,7 +12,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length
 
 from trialmgr.db.models_accounts import User
-from trialmgr.services import accounts
+from trialmgr.services import accounts, twofactor
 from trialmgr.services.context import Actor
 from trialmgr.state import state
 from trialmgr.web.access import AUTHENTICATED, PUBLIC, allow, current_identity
@@ -68,15 +70,64 @@ def login():
             error = accounts.LOGIN_FAILED
         else:
             user = read_session().get(User, user_id, options=[selectinload(User.roles)])
-            session.clear()
-            session.permanent = True
-            login_user(LoginUser(user))
-            ms = accounts.memberships(user)
-            if ms:
-                session["active"] = {"trial": ms[0].trial, "role": ms[0].role.value}
-            return redirect(_safe_next(request.args.get("next")) or url_for("home.index"))
+            next_url = _safe_next(request.args.get("next"))
+            if user.totp_secret:
+                # Not signed in yet: only the signed session cookie remembers who passed the first step.
+                session.clear()
+                session[PENDING] = {"user_id": user.id, "since": time.time(), "next": next_url}
+                return redirect(url_for("auth.login_code"))
+            return _sign_in(user, next_url)
     status = 401 if error else 200
     return render_template("auth/login.html", form=form, error=error), status
+
+
+PENDING = "totp_pending"
+PENDING_SECONDS = 300
+
+
+def _sign_in(user: User, next_url: str | None):
+    session.clear()
+    session.permanent = True
+    login_user(LoginUser(user))
+    ms = accounts.memberships(user)
+    if ms:
+        session["active"] = {"trial": ms[0].trial, "role": ms[0].role.value}
+    return redirect(next_url or url_for("home.index"))
+
+
+class CodeForm(FlaskForm):
+    code = StringField("Authenticator code", validators=[InputRequired(message="Enter the 6-digit code."),
+                                                         Length(max=16)],
+                       description="The 6-digit code your authenticator app shows for trialmgr now.")
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@allow(PUBLIC)
+def login_code():
+    """The second step of signing in, for accounts with two-factor authentication."""
+    if current_user.is_authenticated:
+        return redirect(url_for("home.index"))
+    pending = session.get(PENDING)
+    if not pending or time.time() - float(pending.get("since", 0)) > PENDING_SECONDS:
+        session.pop(PENDING, None)
+        flash("Please sign in again.", "info")
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    error = None
+    if form.validate_on_submit():
+        st = state()
+        with transaction() as s:
+            user = twofactor.verify_login(
+                s, int(pending["user_id"]), form.code.data, max_failures=st.settings.login_max_failures,
+                lockout_minutes=st.settings.login_lockout_minutes, client_addr=request.remote_addr,
+                request_id=g.request_id)
+            user_id = user.id if user else None
+        if user_id is not None:
+            return _sign_in(read_session().get(User, user_id, options=[selectinload(User.roles)]),
+                            pending.get("next"))
+        error = "That code is not right, or was already used. Wait for the next code and try again."
+    status = 401 if error else 200
+    return render_template("auth/code.html", form=form, error=error), status
 
 
 @bp.route("/logout", methods=["POST"])

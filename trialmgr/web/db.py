@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from flask import Flask, g
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from trialmgr import keys
@@ -61,4 +62,12 @@ def init_app(app: Flask) -> None:
     def _close(_exc: BaseException | None) -> None:
         session = g.pop("db_read", None)
         if session is not None:
-            session.close()
+            try:
+                session.close()
+            except DBAPIError as exc:
+                # The connection died under the read session (a database restart): its ROLLBACK failed. The
+                # response is already made, perhaps for a committed change: never turn it into a 500.
+                log.warning("read session could not be closed cleanly: %s",
+                            (str(exc.orig or exc).strip().splitlines() or ["?"])[0][:200])
+                with suppress(DBAPIError):
+                    session.invalidate()

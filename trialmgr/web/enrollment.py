@@ -250,19 +250,27 @@ def screenings(trial: str):
 
 # -- participants ---------------------------------------------------------------------------------------
 
+PAGE_SIZE = 100  # rows per page of the participant list: a trial may have thousands
+
 @bp.get("/participants")
 @allow(*READERS)
 def participants(trial: str):
     s = read_session()
     site, status = request.args.get("site", ""), request.args.get("status", "")
+    page = max(1, request.args.get("page", 1, type=int))
     errors = {}
     try:
-        rows = enrollment.list_participants(s, g.actor, trial, site=site or None, status=status or None)
+        total = enrollment.count_participants(s, g.actor, trial, site=site or None, status=status or None)
+        pages = max(1, -(-total // PAGE_SIZE))
+        page = min(page, pages)
+        rows = enrollment.list_participants(s, g.actor, trial, site=site or None, status=status or None,
+                                            limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     except ValidationFailed as exc:
-        rows, errors = [], exc.errors
+        rows, errors, total, pages = [], exc.errors, 0, 1
     return render_template("enrollment/participants.html", rows=rows, sites=visible_sites(trial),
                            statuses=[x.value for x in ParticipantStatus], site=site, status=status,
-                           errors=errors, **page_context(trial))
+                           errors=errors, total=total, page=page, pages=pages, first=(page - 1) * PAGE_SIZE + 1,
+                           **page_context(trial))
 
 
 @bp.get("/participants/<code>")

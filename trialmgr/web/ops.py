@@ -22,6 +22,8 @@ def healthz():
 
     The body names what is wrong but never a secret or a path to one.
     """
+    from sqlalchemy.exc import DBAPIError
+
     from trialmgr import keys
     from trialmgr.db import DatabaseUnavailable, migrate
 
@@ -32,7 +34,7 @@ def healthz():
         checks["database"] = "ok"
         current, head = migrate.current_revision(st.db.engine), migrate.head_revision()
         checks["migrations"] = "ok" if current == head else f"at {current}, head is {head}: run trialmgr init"
-    except DatabaseUnavailable:
+    except (DatabaseUnavailable, DBAPIError):  # DBAPIError: the server went away between the two queries
         checks["database"] = "unreachable"
         checks["migrations"] = "unknown"
     for name, path in (("audit_signing_key", keys.AUDIT_KEY_FILE), ("allocation_key", keys.ALLOCATION_KEY_FILE)):

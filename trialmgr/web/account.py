@@ -1,0 +1,133 @@
+"""The signed-in user's own account: two-factor enrolment and password change.
+
+Users whose role (in any trial) is listed in the `require_totp_roles` setting are sent to the enrolment page
+by every other page until they have enrolled; only signing out stays open to them.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user, logout_user
+from wtforms import PasswordField, StringField
+from wtforms.validators import InputRequired, Length
+
+from trialmgr.db.models_accounts import User
+from trialmgr.domain.errors import Conflict, ValidationFailed
+from trialmgr.services import accounts, twofactor
+from trialmgr.state import state
+from trialmgr.web.access import AUTHENTICATED, allow
+from trialmgr.web.db import read_session, transaction
+from trialmgr.web.forms import PageForm
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+
+ENROL_SECRET = "totp_enrol_secret"
+# What an unenrolled user who must enrol may still reach.
+OPEN_WHILE_ENROLLING = frozenset({"account.two_factor", "auth.logout", "static", "ops.healthz"})
+
+
+class EnrolForm(PageForm):
+    code = StringField("Code from your app", validators=[InputRequired(message="Enter the 6-digit code."),
+                                                         Length(max=16)],
+                       description="Add the key to your authenticator app, then type the 6-digit code it shows.")
+
+
+class PasswordForm(PageForm):
+    current = PasswordField("Current password", validators=[InputRequired(message="Enter your current password."),
+                                                            Length(max=256)])
+    password = PasswordField("New password", validators=[InputRequired(message="Enter a new password."),
+                                                         Length(max=256)],
+                             description="At least 12 characters; not a common password, not your user name.")
+    confirm = PasswordField("New password again", validators=[InputRequired(message="Type the new password again."),
+                                                              Length(max=256)])
+
+
+def _me() -> User:
+    return read_session().get(User, g.actor.user_id)
+
+
+@bp.route("/two-factor", methods=["GET", "POST"])
+@allow(AUTHENTICATED)
+def two_factor():
+    user = _me()
+    if user.totp_secret:
+        return render_template("account/two_factor.html", enrolled=True, form=None)
+    form = EnrolForm()
+    secret = session.get(ENROL_SECRET)
+    status = 200
+    if request.method == "POST" and secret:
+        if form.validate():
+            try:
+                with transaction() as s:
+                    twofactor.enrol(s, g.actor, s.get(User, user.id), secret, form.code.data)
+            except ValidationFailed as exc:
+                form.apply_errors(exc.errors)
+            except Conflict as exc:
+                form.add_error(exc.message)
+            else:
+                session.pop(ENROL_SECRET, None)
+                flash("Two-factor authentication is on. You will be asked for a code each time you sign in.",
+                      "info")
+                return redirect(url_for("home.index"))
+        status = 422
+    if not secret:
+        # Kept in the signed session cookie (HttpOnly) until confirmed: the user sees it on this page anyway,
+        # and the database holds a secret only once the user has proved their app has it.
+        secret = session[ENROL_SECRET] = twofactor.new_secret()
+        if request.method == "POST":
+            form.add_error("The key below is new: add it to your app and type its code.")
+            status = 422
+    must = twofactor.required(user, state().settings.require_totp_roles)
+    return render_template("account/two_factor.html", enrolled=False, form=form, secret=secret, must=must,
+                           uri=twofactor.provisioning_uri(secret, user.username)), status
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@allow(AUTHENTICATED)
+def password():
+    form = PasswordForm()
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.validate():
+            if form.password.data != form.confirm.data:
+                form.confirm.errors = [*form.confirm.errors, "The two new passwords are not the same."]
+            else:
+                st = state()
+                try:
+                    with transaction() as s:
+                        ok = accounts.change_own_password(
+                            s, g.actor, st.hasher, s.get(User, g.actor.user_id), form.current.data,
+                            form.password.data, max_failures=st.settings.login_max_failures,
+                            lockout_minutes=st.settings.login_lockout_minutes)
+                        locked = accounts.is_locked(s.get(User, g.actor.user_id))
+                except ValidationFailed as exc:
+                    form.apply_errors(exc.errors)
+                else:
+                    if ok:
+                        flash("Your password has been changed.", "info")
+                        return redirect(url_for("home.index"))
+                    if locked:
+                        # Too many wrong guesses: whoever is at this keyboard may not be the account's owner.
+                        logout_user()
+                        session.clear()
+                        flash("Too many wrong passwords: the account is locked for a while.", "error")
+                        return redirect(url_for("auth.login"))
+                    form.current.errors = [*form.current.errors, "Current password is not right."]
+    return render_template("account/password.html", form=form), status
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _require_enrolment():
+        if request.blueprint == "api" or request.endpoint in OPEN_WHILE_ENROLLING or request.endpoint is None:
+            return None
+        roles = state().settings.require_totp_roles
+        if not roles or not current_user.is_authenticated:
+            return None
+        user = current_user.user
+        if user.totp_secret or not twofactor.required(user, roles):
+            return None
+        if request.method == "GET":
+            flash("Your role requires two-factor authentication: set it up to continue.", "info")
+        return redirect(url_for("account.two_factor"))
