@@ -206,7 +206,7 @@ def iter_entries(session: Session, trial: str | None = None, batch: int = 5000) 
         stmt = select(*cols).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(batch)
         if trial is not None:
             stmt = stmt.where(AuditEntry.trial == trial)
-        rows = session.execute(stmt).all()
+        rows = session.connection().execute(stmt).all()  # Core rows: no ORM processing per row
         if not rows:
             return
         for r in rows:
