@@ -59,6 +59,32 @@ for _action, _reason in (("freeze", False), ("unfreeze", True), ("lock", False),
     data_group.command(_action)(_state_command(_action, _reason))
 
 
+def _participant_lock_command(locked: bool):
+    @click.option("--trial", required=True)
+    @click.option("--participant", "code", required=True)
+    @click.option("--user", "username", required=True, help="The investigator who signs.")
+    @click.option("--reason", default=None, required=not locked)
+    @click.option("--password-stdin", is_flag=True)
+    @handle_errors
+    def command(trial: str, code: str, username: str, reason: str | None, password_stdin: bool) -> None:
+        from trialmgr.services import enrollment, locking, signatures
+
+        actor, password = _signer(trial, username, password_stdin)
+        with st().db.session() as s:
+            participant = enrollment.get_participant(s, actor, trial, code, lock=True)
+            sig = locking.set_participant_lock(s, actor, st().hasher, participant, locked, password=password,
+                                               reason=reason)
+            click.echo(f"{code}: {'locked' if locked else 'unlocked'}. {signatures.describe(sig)}")
+
+    command.__doc__ = (f"{'Lock' if locked else 'Unlock'} one participant's data, signed by an investigator"
+                       + ("." if locked else " (reason required)."))
+    return command
+
+
+data_group.command("lock-participant")(_participant_lock_command(True))
+data_group.command("unlock-participant")(_participant_lock_command(False))
+
+
 @click.group("export", cls=AppGroup, invoke_without_command=True)
 @click.option("--trial", default=None)
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None)

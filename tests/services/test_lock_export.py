@@ -252,3 +252,19 @@ def test_interim_blinded_and_deidentified_bundles(db, settings, trial_with_data,
 
     real, shifted = consent(plain), consent(path)
     assert all(real[k] != shifted[k] for k in real)
+
+
+def test_participant_lock_from_the_cli(runner, db, investigator, randomized, actor):
+    code = randomized()
+    result = runner.invoke(args=["data", "lock-participant", "--trial", T, "--participant", code, "--user", "ines",
+                                 "--password-stdin"], input=PASSWORD + "\n")
+    assert result.exit_code == 0 and "locked" in result.output and "Signed by" in result.output, result.output
+    with pytest.raises(DataLocked), db.session() as s:
+        crf.save_form(s, actor, enrollment.get_participant(s, actor, T, code), "pain",
+                      {"back_pain": "1", "hip_pain": "1"}, visit_code="BL")
+    refused = runner.invoke(args=["data", "unlock-participant", "--trial", T, "--participant", code, "--user", "ines",
+                                  "--password-stdin"], input=PASSWORD + "\n")
+    assert refused.exit_code == 2  # --reason is required
+    ok = runner.invoke(args=["data", "unlock-participant", "--trial", T, "--participant", code, "--user", "ines",
+                             "--reason", "correction after query", "--password-stdin"], input=PASSWORD + "\n")
+    assert ok.exit_code == 0, ok.output
