@@ -134,3 +134,15 @@ def test_no_list_and_exhausted_are_409(api, db, settings, actor):
     code = _enroll(coord)
     resp = coord("POST", f"/participants/{code}/randomize")
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "no_allocation_list"
+
+
+def test_participant_list_is_paged(api, allocation_list):
+    coord = api("cora", "coordinator@DE")
+    codes = [_enroll(coord) for _ in range(5)]
+    first = coord("GET", "/participants?limit=2").get_json()
+    assert [p["id"] for p in first["participants"]] == codes[:2] and first["total"] == 5
+    rest = coord("GET", "/participants?limit=2&offset=4").get_json()
+    assert [p["id"] for p in rest["participants"]] == codes[4:]
+    for bad in ("limit=0", "limit=501", "limit=x", "offset=-1", "offset=²"):
+        resp = coord("GET", f"/participants?{bad}")
+        assert resp.status_code == 422, bad

@@ -25,8 +25,9 @@ def _body() -> dict:
     return body
 
 
-def participant_json(session, participant, role: Role) -> dict:
-    proto = trials.current_protocol(session, participant.trial_id)
+def participant_json(session, participant, role: Role, *, proto=None, arms: dict[int, str] | None = None) -> dict:
+    """One participant; a list passes the protocol and the arms (by participant id) it read once."""
+    proto = proto or trials.current_protocol(session, participant.trial_id)
     out = {
         "id": participant.code,
         "site": participant.site_code,
@@ -40,9 +41,13 @@ def participant_json(session, participant, role: Role) -> dict:
         if participant.randomized_at else None,
     }
     if not proto.is_blinded(role.value):
-        allocation = randomization.allocation_of(session, participant)
-        if allocation is not None:
-            out["arm"] = {"code": allocation.arm, "label": proto.arm(allocation.arm).label}
+        if arms is not None:
+            arm = arms.get(participant.id)
+        else:
+            allocation = randomization.allocation_of(session, participant)
+            arm = allocation.arm if allocation is not None else None
+        if arm is not None:
+            out["arm"] = {"code": arm, "label": proto.arm(arm).label}
     return out
 
 
@@ -91,14 +96,36 @@ def create_participant(trial: str):
         return respond(s, participant_json(s, p, g.actor.role), 201)
 
 
+MAX_PAGE = 500
+
+
 @bp.get("/trials/<trial>/participants")
 @allow(*READERS)
 def list_participants(trial: str):
+    """One page of participants (limit/offset), in site and number order, with the total."""
+    from sqlalchemy import select
+
+    from trialmgr.db.models_trial import Allocation
+
     s = read_session()
     trials.get_trial(s, trial)
-    rows = enrollment.list_participants(s, g.actor, trial, site=request.args.get("site"),
-                                        status=request.args.get("status"))
-    return respond(s, {"participants": [participant_json(s, p, g.actor.role) for p in rows]})
+    errors = {}
+    limit, offset = request.args.get("limit", "100"), request.args.get("offset", "0")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        errors["limit"] = f"must be a whole number from 1 to {MAX_PAGE}"
+    if not (offset.isascii() and offset.isdigit() and len(offset) <= 9):
+        errors["offset"] = "must be a whole number, 0 or more"
+    if errors:
+        raise ValidationFailed(errors)
+    site, status = request.args.get("site"), request.args.get("status")
+    rows = enrollment.list_participants(s, g.actor, trial, site=site, status=status, limit=int(limit),
+                                        offset=int(offset))
+    total = enrollment.count_participants(s, g.actor, trial, site=site, status=status)
+    proto = trials.current_protocol(s, trial)
+    arms = {pid: arm for pid, arm in s.execute(select(Allocation.participant_id, Allocation.arm).where(
+        Allocation.participant_id.in_([p.id for p in rows])))} if rows else {}
+    return respond(s, {"participants": [participant_json(s, p, g.actor.role, proto=proto, arms=arms) for p in rows],
+                       "total": total, "limit": int(limit), "offset": int(offset)})
 
 
 @bp.get("/trials/<trial>/participants/<participant>")
