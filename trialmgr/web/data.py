@@ -124,7 +124,6 @@ def export(trial: str):
     form = ExportForm()
     if not form.validate_on_submit():
         return _page(trial, status=400)
-    s = read_session()
     kind = "locked" if page_context(trial)["trial_row"].data_state is DataState.LOCKED else "interim"
     job = uuid.uuid4().hex
     name = f"{trial}-{kind}" + ("-blinded" if form.blinded.data else "") + (
@@ -132,7 +131,6 @@ def export(trial: str):
     info = {"job": job, "trial": trial, "user": g.actor.username, "state": "running", "pct": 0, "stage": "starting",
             "kind": kind, "name": name}
     (_exports_dir() / f"{job}.json").write_text(json.dumps(info))
-    del s
     worker = threading.Thread(target=_run_export, daemon=True, name=f"export-{job[:8]}",
                               args=(current_app._get_current_object(), job, trial, g.actor, form.blinded.data,
                                     form.deidentified.data))
