@@ -10,6 +10,10 @@ run: the same page's raw SQL (newest 50 rows of the trial) executed directly.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import datetime as dt
 import json
@@ -21,9 +25,11 @@ import time
 import uuid
 from pathlib import Path
 
+import common  # noqa: E402  (bench/common.py: shared table, percentiles, logging)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
 T = "hip-pt-clbp"
 PG_ADMIN = os.environ.get("TRIALMGR_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -172,23 +178,9 @@ def measure(url: str, instance: Path, requests: int) -> list[dict]:
 def run(engine_name: str, n: int, requests: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        admin = None
-        if engine_name == "sqlite":
-            url = f"sqlite:///{tmp / 'bench.db'}"
-        else:
-            name = f"trialmgr_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as c:
-                c.execute(text(f"CREATE DATABASE {name}"))
-            url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-        try:
+        with common.database(engine_name, tmp) as url:
             build(url, n)
             return measure(url, tmp / "instance", requests)
-        finally:
-            if admin is not None:
-                with admin.connect() as c:
-                    c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                admin.dispose()
 
 
 def main() -> None:

@@ -122,13 +122,7 @@ class Bench:
         self.proto = load_protocol_file(DEFAULT_PROTOCOL)
 
     def protocol_with_slots(self, per_stratum: int) -> Path:
-        text = DEFAULT_PROTOCOL.read_text(encoding="utf-8")
-        text, n = re.subn(r"(?m)^slots_per_stratum\s*=\s*\d+", f"slots_per_stratum = {per_stratum}", text)
-        if n != 1:
-            raise SystemExit(f"{DEFAULT_PROTOCOL}: cannot find slots_per_stratum")
-        path = self.tmp / "hip-pt-clbp.toml"
-        path.write_text(text, encoding="utf-8")
-        return path
+        return common.protocol_with_slots(self.tmp, per_stratum)
 
     def open_app(self, live: LiveServer) -> None:
         from trialmgr.config import load_settings

@@ -10,6 +10,10 @@ qbpds (20 + total): one entry per field, as in production.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import json
 import os
@@ -18,12 +22,12 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
+
+import common  # noqa: E402  (bench/common.py: shared table, percentiles, logging)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text  # noqa: E402
 
 T = "hip-pt-clbp"
 PG_ADMIN = os.environ.get("TRIALMGR_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -107,22 +111,8 @@ def measure(url: str, instance: Path, saves: int, rounds: int) -> list[dict]:
 def run(engine_name: str, saves: int, rounds: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        admin = name = None
-        if engine_name == "sqlite":
-            url = f"sqlite:///{tmp / 'bench.db'}"
-        else:
-            name = f"trialmgr_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as c:
-                c.execute(text(f"CREATE DATABASE {name}"))
-            url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-        try:
+        with common.database(engine_name, tmp) as url:
             return measure(url, tmp / "instance", saves, rounds)
-        finally:
-            if admin is not None:
-                with admin.connect() as c:
-                    c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                admin.dispose()
 
 
 def main() -> None:

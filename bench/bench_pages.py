@@ -21,6 +21,10 @@ Figure: p95 milliseconds; target < 250 ms per page.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 import argparse
 import datetime as dt
 import json
@@ -34,10 +38,12 @@ import time
 import uuid
 from pathlib import Path
 
+import common  # noqa: E402  (bench/common.py: shared table, percentiles, logging)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
 T = "hip-pt-clbp"
 PG_ADMIN = os.environ.get("TRIALMGR_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -302,27 +308,10 @@ def measure(url: str, instance: Path, requests: int) -> list[dict]:
 def run(engine_name: str, n: int, requests: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-pages-") as tmpdir:
         tmp = Path(tmpdir)
-        admin = None
-        name = ""
-        if engine_name == "sqlite":
-            url = f"sqlite:///{tmp / 'bench.db'}"
-        else:
-            from sqlalchemy.engine import make_url
-
-            name = f"trialmgr_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as c:
-                c.execute(text(f'CREATE DATABASE "{name}"'))
-            url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-        try:
+        with common.database(engine_name, tmp) as url:
             log(f"{engine_name}: building {n:,} participants")
             build(url, n)
             return measure(url, tmp / "instance", requests)
-        finally:
-            if admin is not None:
-                with admin.connect() as c:
-                    c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
 
 
 def main() -> int:

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.e2e.live_server import SITES, TRIAL, ApiClient, LiveServer, Response  # noqa: E402
-from tests.support import DEFAULT_PROTOCOL, eligible_answers  # noqa: E402
+from tests.support import eligible_answers  # noqa: E402
 
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_RATE = 200.0
@@ -104,13 +104,7 @@ class Bench:
     # -- setup
 
     def protocol_with_slots(self, per_stratum: int) -> Path:
-        text = DEFAULT_PROTOCOL.read_text(encoding="utf-8")
-        text, n = re.subn(r"(?m)^slots_per_stratum\s*=\s*\d+", f"slots_per_stratum = {per_stratum}", text)
-        if n != 1:
-            raise SystemExit(f"{DEFAULT_PROTOCOL}: cannot find slots_per_stratum")
-        path = self.tmp / "hip-pt-clbp.toml"
-        path.write_text(text, encoding="utf-8")
-        return path
+        return common.protocol_with_slots(self.tmp, per_stratum)
 
     def open_app(self, live: LiveServer) -> None:
         from trialmgr.config import load_settings

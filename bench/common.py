@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+PG_ADMIN = os.environ.get("TRIALMGR_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DEFAULT_PROTOCOL = Path(__file__).resolve().parent.parent / "protocols" / "hip-pt-clbp.toml"
 
 
 def log(msg: str) -> None:
@@ -25,3 +33,36 @@ def print_table(rows: list[dict], out: Callable[[str], None] = print, *, width: 
         verdict = "" if r["ok"] is None else ("ok" if r["ok"] else "MISSED")
         out(f"{r['figure']:<{width}}{r['value']:>11.{places}f} {r['unit']:<18}{floor:>11}{ratio:>8}  "
             f"{r['target'] or ''} {verdict}".rstrip())
+
+
+@contextmanager
+def database(engine: str, tmp: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file in tmp, or a throwaway PostgreSQL database (created on the
+    server named by TRIALMGR_BENCH_DATABASE_URL and dropped afterwards)."""
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp / 'bench.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"trialmgr_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def protocol_with_slots(tmp: Path, per_stratum: int) -> Path:
+    """The default protocol with a longer allocation list, for benchmarks that randomize many participants."""
+    text = DEFAULT_PROTOCOL.read_text(encoding="utf-8")
+    text, n = re.subn(r"(?m)^slots_per_stratum\s*=\s*\d+", f"slots_per_stratum = {per_stratum}", text)
+    if n != 1:
+        raise SystemExit(f"{DEFAULT_PROTOCOL}: cannot find slots_per_stratum")
+    path = tmp / "hip-pt-clbp.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
