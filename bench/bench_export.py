@@ -469,9 +469,7 @@ def rows_from(big: dict, small: dict, args: argparse.Namespace) -> list[dict]:
 
     def row(figure: str, value: float, unit: str, floor: float | None, target: str | None,
             ok: bool | None) -> dict:
-        ratio = round(value / floor, 3) if floor else None
-        return {"benchmark": name, "figure": figure, "value": round(value, 3), "unit": unit,
-                "floor": round(floor, 3) if floor is not None else None, "ratio": ratio, "target": target, "ok": ok}
+        return common.row(name, figure, value, unit, floor, target, ok)
 
     ratio = big["export_s"] / big["floor_s"]
     growth = big["export_peak_mb"] / small["export_peak_mb"]

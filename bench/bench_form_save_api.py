@@ -280,9 +280,7 @@ def rows_from(m: dict[str, float], args: argparse.Namespace) -> list[dict]:
 
     def row(figure: str, value: float, unit: str, floor: float | None, target: str | None,
             ok: bool | None) -> dict:
-        ratio = round(value / floor, 3) if floor else None
-        return {"benchmark": name, "figure": figure, "value": round(value, 2), "unit": unit,
-                "floor": round(floor, 2) if floor is not None else None, "ratio": ratio, "target": target, "ok": ok}
+        return common.row(name, figure, value, unit, floor, target, ok)
 
     return [
         row("api throughput", m["api_rate"], "saves/s", m["floor_rate"], f"ratio >= {TARGET_RATIO:g}",

@@ -66,3 +66,11 @@ def protocol_with_slots(tmp: Path, per_stratum: int) -> Path:
     path = tmp / "hip-pt-clbp.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def row(benchmark: str, figure: str, value: float, unit: str, floor: float | None, target: str | None,
+        ok: bool | None) -> dict:
+    """One result row in bench/README.md's convention; the ratio is value / floor."""
+    ratio = round(value / floor, 3) if floor else None
+    return {"benchmark": benchmark, "figure": figure, "value": round(value, 2), "unit": unit,
+            "floor": round(floor, 2) if floor is not None else None, "ratio": ratio, "target": target, "ok": ok}
