@@ -85,6 +85,8 @@ class BoundDatabase(Database):
     """The app's Database, bound to the test's connection: every commit becomes a savepoint release and
     the whole test is rolled back at the end."""
 
+    parallel_readers = False  # nothing is committed: another process would see none of it
+
     def __init__(self, url: str, connection: Connection) -> None:  # noqa: D107
         self.url = url
         self.engine = connection.engine

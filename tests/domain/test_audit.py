@@ -417,3 +417,72 @@ def check_single_tampering(chain_count: int, length: int, seed: int, kind: str) 
     assert report.problem.kind in expected, report.problem
     if named is not None:
         assert report.problem.seq == named, report.problem
+
+
+# -- verification in parallel segments ------------------------------------------------------------------------
+
+
+def segmented(entries: list, cps: list, cuts: list[int], **kw):
+    """verify_in_segments over entries split at the given indexes (each segment checked on its own)."""
+    from trialmgr.domain.audit_verify import VERIFY_COLUMNS, verify_in_segments, verify_segment
+
+    rows = [tuple(e[c] for c in VERIFY_COLUMNS) for e in entries]
+    bounds = [0, *sorted(set(cuts)), len(rows)]
+    flt = kw.get("chain_filter")
+    return verify_in_segments(
+        cps, PUB, lambda: [verify_segment(rows[a:b], cps, PUB, flt) for a, b in zip(bounds, bounds[1:])], **kw)
+
+
+def test_segments_of_a_clean_log_give_the_sequential_report():
+    entries, cps = build_log(ORDER * 3, {5, 20, 47})
+    sequential = verify(entries, cps)
+    for cuts in ([], [1], [7, 8], [3, 17, 30, 31, 47]):
+        assert segmented(entries, cps, cuts) == sequential
+    one_trial = verify(entries, cps, chain_filter=trial_filter("mash"))
+    assert segmented(entries, cps, [10, 30], chain_filter=trial_filter("mash")) == one_trial
+
+
+def test_segments_refuse_a_start_that_the_previous_segment_does_not_end_on():
+    # A#3 deleted, A#4.. keep their links: wherever the cut falls, each segment alone may look whole (the one
+    # after the cut starts on A#4's claimed link), but the segments do not join up.
+    entries, _ = build_log(ORDER * 2)
+    del entries[4]
+    assert not verify(reseq(entries), []).ok
+    for cut in range(1, len(entries)):
+        assert segmented(entries, [], [cut]) is None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    chain_count=st.integers(1, 4),
+    length=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(ENTRY_KINDS + CP_KINDS),
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+)
+def test_segments_agree_with_the_sequential_verifier_on_any_single_tampering(chain_count, length, seed, kind, cuts):
+    rng = random.Random(seed)
+    names = [A, B, C, U][:chain_count]
+    order = [rng.choice(names) for _ in range(length)]
+    marks = {i for i in range(length) if rng.random() < 0.15} | ({length - 1} if rng.random() < 0.5 else set())
+    entries, cps = build_log(order, marks)
+    known = (len(cps), checkpoint_hash(cps[-1]["body"])) if cps else None
+    cuts = [c for c in cuts if c < length]
+    assert segmented(entries, cps, cuts, known_checkpoint=known) == verify(entries, cps, known_checkpoint=known)
+    try:
+        _expected, _named, kw = tamper(rng, kind, entries, cps)
+    except LookupError:
+        return
+    cuts = [c for c in cuts if c < len(entries)]
+    # A damaged trail never passes in segments: the caller then runs the sequential Verifier to name it.
+    assert not verify(entries, cps, **kw).ok
+    assert segmented(entries, cps, cuts, **kw) is None
+
+
+def test_the_fast_entry_encoder_writes_the_reference_bytes_for_every_character():
+    # audit.array_bytes (orjson when it agrees) must equal the stdlib canonical encoding byte for byte, or
+    # hashes written by one and checked by the other would differ. Every code point but lone surrogates.
+    every = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
+    values = (every, None, "", "\u2028", "a\"b\\c\x00\x1f\x7f")
+    assert audit.array_bytes(values) == canonical_bytes(list(values))
+    assert audit.array_bytes(values) == audit._make_array_bytes()(values)

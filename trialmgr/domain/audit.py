@@ -128,6 +128,37 @@ def _make_encoder() -> Callable[[Any, int], Iterable[str]]:
 
 _encode = _make_encoder()
 
+# Every character class the JSON encoders treat differently: quotes, backslash, each C0 control, DEL, C1
+# controls, the JavaScript line separators, a BOM, non-BMP text.
+_ENCODER_PROBE = ("\"\\/", "".join(map(chr, range(0x20))), "\x7f\x80\x9f\xa0é", "\u2028\u2029\ufeff\uffff",
+                  "\U0001f600\U0010ffff", "", None, "plain text", "0" * 64)
+
+
+def _make_array_bytes() -> Callable[[tuple], bytes]:
+    """``array_bytes(values)`` -> the canonical UTF-8 JSON of a tuple of text/None (an audit entry's array).
+
+    orjson writes it several times faster than the C encoder behind ``json``, and byte for byte the same
+    for text and null (checked here against the reference encoder on every character class that is escaped
+    differently; if an orjson release ever disagreed, the reference encoder is used instead).
+    """
+
+    def reference(values: tuple) -> bytes:
+        return "".join(_encode(values, 0)).encode()
+
+    try:
+        import orjson
+
+        fast = orjson.dumps
+        probe = (*_ENCODER_PROBE, "".join(map(chr, range(0x800))))
+        if fast(probe) == reference(probe) and fast(("a", None)) == reference(("a", None)):
+            return fast
+    except Exception:  # noqa: S110 - no orjson, or it disagrees: the reference encoder is always correct
+        pass
+    return reference
+
+
+array_bytes = _make_array_bytes()
+
 
 def _dumps(obj: Any) -> str:
     return "".join(_encode(obj, 0))
@@ -238,7 +269,7 @@ def next_entry(head: ChainHead | None, fields: Mapping[str, Any]) -> dict[str, A
     # The values were checked above, so hash them the way the verifier does (the same bytes as entry_bytes,
     # without re-validating): this runs once per audited field on every save.
     values = (prev, *[row[f] for f in HASHED_FIELDS[:-1]], ts_text)
-    row["hash"] = hashlib.sha256(_ENTRY_PREFIX + "".join(_encode(values, 0)).encode()).hexdigest()
+    row["hash"] = hashlib.sha256(_ENTRY_PREFIX + array_bytes(values)).hexdigest()
     return row
 
 

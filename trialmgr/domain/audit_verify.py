@@ -36,6 +36,7 @@ import hashlib
 import json
 import operator
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,18 +55,20 @@ from trialmgr.domain.audit import (
     Problem,
     ProblemKind,
     VerifyReport,
-    _encode,
+    array_bytes,
     checkpoint_hash,
     key_id,
     trial_filter,
     utc_text,
 )
 
-__all__ = ["Problem", "ProblemKind", "Verifier", "VerifyReport", "trial_filter", "verify_entries"]
+__all__ = ["VERIFY_COLUMNS", "Problem", "ProblemKind", "Segment", "Verifier", "VerifyReport", "trial_filter",
+           "verify_entries", "verify_in_segments", "verify_segment"]
 
 
 # seq, chain_seq, hash, then exactly the hashed array: prev_hash and HASHED_FIELDS (chain is v[4]).
-_ROW = operator.itemgetter("seq", "chain_seq", "hash", "prev_hash", *HASHED_FIELDS)
+VERIFY_COLUMNS: tuple[str, ...] = ("seq", "chain_seq", "hash", "prev_hash", *HASHED_FIELDS)
+_ROW = operator.itemgetter(*VERIFY_COLUMNS)
 _SKIP: Any = object()  # chains excluded by chain_filter
 _FINAL = ("final",)
 
@@ -115,8 +118,14 @@ class Verifier:
 
     def __init__(self, public_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, *,
                  chain_filter: Callable[[str], bool] | None = None,
-                 known_checkpoint: tuple[int, str] | None = None, allow_redacted: bool = False) -> None:
+                 known_checkpoint: tuple[int, str] | None = None, allow_redacted: bool = False,
+                 segment: bool = False) -> None:
         self._keys = _as_key_map(public_keys)
+        # Segment mode (parallel verification, see verify_segments): this verifier sees one contiguous seq
+        # range of the trail; each chain starts where its first entry in the range says it does, and the
+        # caller checks that the segments join up (stitch).
+        self._segment = segment
+        self._starts: dict[str, tuple[int, str]] = {}
         self._allow_redacted = allow_redacted  # exported bundles only: entries flagged "redacted"
         self._redacted = 0
         self._filter = chain_filter
@@ -223,34 +232,51 @@ class Verifier:
         self.add_entries((entry,))
 
     def add_entries(self, entries: Iterable[Mapping[str, Any]]) -> None:
-        """Check entries given in ascending global seq order; keeps nothing per entry."""
+        """Check entries (mappings with ENTRY_KEYS) given in ascending global seq order; keeps nothing per entry."""
+        if not self._allow_redacted:
+            self.add_rows(map(_ROW, entries))
+            return
+        flagged: set[int] = set()
+
+        def rows() -> Iterable[tuple]:
+            for entry in entries:
+                flagged.clear()  # holds the current entry's seq only, when it is flagged
+                if entry.get("redacted"):
+                    flagged.add(entry["seq"])
+                yield _ROW(entry)
+
+        self.add_rows(rows(), redacted=flagged)
+
+    def add_rows(self, rows: Iterable[tuple], *, redacted: set[int] | None = None) -> None:
+        """Check entries given as tuples in ``VERIFY_COLUMNS`` order, ascending global seq.
+
+        ``ts`` (last) is an aware datetime, or the canonical UTC text (as the database query formats it and
+        bundles store it), which is hashed as given. ``redacted``: seqs whose content a bundle withholds.
+        """
         if self._finished:
             raise RuntimeError("finish() was already called")
         self._started = True
-        # Hot loop (a million rows): locals only, one itemgetter per row, one C JSON call, one hash.
-        row, encode, join, prefix, sha = _ROW, _encode, "".join, _ENTRY_PREFIX, hashlib.sha256
+        # Hot loop (a million rows): locals only, no call per row but the encoder and the hash.
+        dumps, prefix, sha = array_bytes, _ENTRY_PREFIX, hashlib.sha256
         epoch, one_us, naive_epoch, text_type = _EPOCH, _ONE_US, _NAIVE_EPOCH, str
         chains, last, count = self._chains, self._last_seq, 0
         second, second_text = self._second
         try:
-            for entry in entries:
-                v = row(entry)
+            for v in rows:
                 seq = v[0]
                 if seq <= last:
                     self._out_of_order(seq, last, v)
                 last = seq
                 st = chains.get(v[4])
                 if st is None:
-                    st = self._open(v[4])
+                    st = self._open(v[4], v)
                 if st is _SKIP:
                     continue
                 count += 1
-                pending = st.pending
-                n = v[1]
-                if pending is None:
+                if st.pending is None:
                     ts = v[-1]
-                    if ts.__class__ is text_type:  # exported bundle: hashed as written
-                        ts_text = ts
+                    if ts.__class__ is text_type:
+                        data = v[3:]
                     else:
                         # utc_text() inlined: a call per row costs as much as the formatting itself.
                         try:
@@ -261,32 +287,48 @@ class Verifier:
                         if sec != second:
                             second = sec
                             second_text = (naive_epoch + timedelta(seconds=sec)).isoformat() + "."
-                        ts_text = f"{second_text}{frac:06d}Z"
-                    computed = sha(prefix + join(encode(v[3:-1] + (ts_text,), 0)).encode()).hexdigest()
-                    if computed != v[2] and self._allow_redacted and entry.get("redacted"):
-                        # A blinded or de-identified export withholds this entry's values: its links and
-                        # signed positions are still checked, its content cannot be.
-                        computed = v[2]
-                        self._redacted += 1
+                        data = (*v[3:-1], f"{second_text}{frac:06d}Z")
+                    try:
+                        computed = sha(prefix + dumps(data)).hexdigest()
+                    except TypeError:  # not text at all (an edited bundle): it cannot match its hash
+                        computed = "not a canonical entry"
+                    n = v[1]
                     if computed == v[2] and v[3] == st.hash and n == st.cs + 1:
                         st.prev, st.hash, st.cs, st.seq = st.hash, computed, n, seq
                         if n == st.next_exp:
                             self._signed_position(st, seq, n, computed)
-                    else:
-                        self._deviate(st, seq, n, v[2], v[3], computed)
-                elif pending is not _FINAL:
-                    self._refine(st, seq, n, v[2], v[3])
+                        continue
+                    if computed != v[2] and redacted and seq in redacted:
+                        # A blinded or de-identified export withholds this entry's values: its links and
+                        # signed positions are still checked, its content cannot be.
+                        self._redacted += 1
+                        computed = v[2]
+                        if v[3] == st.hash and n == st.cs + 1:
+                            st.prev, st.hash, st.cs, st.seq = st.hash, computed, n, seq
+                            if n == st.next_exp:
+                                self._signed_position(st, seq, n, computed)
+                            continue
+                    self._deviate(st, seq, n, v[2], v[3], computed)
+                elif st.pending is not _FINAL:
+                    self._refine(st, seq, v[1], v[2], v[3])
         finally:
             self._last_seq = last
             self._entries += count
             self._second = (second, second_text)
 
-    def _open(self, chain: str) -> Any:
+    def _open(self, chain: str, first: tuple) -> Any:
         if self._filter is not None and not self._filter(chain):
             self._chains[chain] = _SKIP
             return _SKIP
         exp = sorted(self._expect.pop(chain, ()))
         st = self._chains[chain] = _Chain(chain, exp)
+        if self._segment and type(first[1]) is int and first[1] > 1:
+            # Taken on trust here, proved by stitch(): the previous segment must end on exactly this link.
+            st.cs, st.hash = first[1] - 1, first[3]
+            self._starts[chain] = (st.cs, st.hash)
+            while st.exp_i < len(exp) and exp[st.exp_i][0] <= st.cs:
+                st.exp_i += 1  # signed positions before this segment belong to an earlier one
+            st.next_exp = exp[st.exp_i][0] if st.exp_i < len(exp) else -1
         return st
 
     def _out_of_order(self, seq: int, last: Any, v: tuple) -> None:
@@ -416,6 +458,91 @@ class Verifier:
         return Problem(ProblemKind.TRUNCATED, None, chain, cs + 1, cp,
                        f"chain {chain} {where}, but checkpoint {cp} signed its head at #{m}: "
                        f"{_entries(cs + 1, m, 'were deleted')}")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """What one verifier in segment mode proved about its contiguous seq range (picklable, small)."""
+
+    ok: bool  # every entry in the range checked out, given the starting links in ``starts``
+    entries: int
+    starts: dict[str, tuple[int, str]]  # chain -> (chain_seq, hash) it was taken to start after
+    heads: dict[str, tuple[int, str]]  # chain -> (chain_seq, hash) of its last entry in the range
+
+
+def segment_result(verifier: Verifier) -> Segment:
+    """Finish a segment-mode verifier: ``ok`` only when nothing in its range deviated."""
+    if not verifier._segment:
+        raise ValueError("not a segment verifier")
+    verifier._finished = True
+    chains = [st for st in verifier._chains.values() if st is not _SKIP]
+    ok = not verifier._cp_problems and not verifier._seq_problems and all(st.problem is None for st in chains)
+    return Segment(ok, verifier._entries, dict(verifier._starts), {st.name: (st.cs, st.hash) for st in chains})
+
+
+def stitch(segments: Iterable[Segment], checkpoint_heads: Mapping[str, int]) -> tuple[bool, int]:
+    """Whether consecutive segments join into whole chains and reach every signed head.
+
+    Every segment checked its own entries, its links and the signed positions inside its range, starting
+    each chain from the link its first entry claims. The trail is intact when each such claimed start is the
+    previous segment's head of that chain (the genesis hash at #0 for a new chain) and no chain ends before a
+    position a checkpoint signed (``checkpoint_heads``: chain -> highest signed chain_seq). Returns (intact,
+    number of chains). When it is not intact the sequential Verifier names the problem.
+    """
+    heads: dict[str, tuple[int, str]] = {}
+    for seg in segments:
+        if not seg.ok:
+            return False, 0
+        for chain, start in seg.starts.items():
+            if heads.get(chain, (0, GENESIS_HASH)) != start:
+                return False, 0
+        for chain in seg.heads.keys() - seg.starts.keys():
+            if chain in heads:  # started from genesis here, but an earlier segment already had entries of it
+                return False, 0
+        heads.update(seg.heads)
+    for chain, signed in checkpoint_heads.items():
+        if heads.get(chain, (0, ""))[0] < signed:
+            return False, 0
+    return True, len(heads)
+
+
+def signed_heads(verifier: Verifier) -> dict[str, int]:
+    """chain -> the highest chain_seq any checkpoint signed (for stitch), from a verifier given checkpoints."""
+    return {chain: max(e[0] for e in exp) for chain, exp in verifier._expect.items()
+            if verifier._filter is None or verifier._filter(chain)}
+
+
+def verify_segment(rows: Iterable[tuple], checkpoints: Iterable[Mapping[str, Any]],
+                   public_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey,
+                   chain_filter: Callable[[str], bool] | None = None) -> Segment:
+    """Check one contiguous seq range of the trail (rows in VERIFY_COLUMNS order); see verify_in_segments."""
+    verifier = Verifier(public_keys, chain_filter=chain_filter, segment=True)
+    verifier.add_checkpoints(checkpoints)
+    verifier.add_rows(rows)
+    return segment_result(verifier)
+
+
+def verify_in_segments(checkpoints: Iterable[Mapping[str, Any]],
+                       public_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey,
+                       segments: Callable[[], Iterable[Segment]], *,
+                       chain_filter: Callable[[str], bool] | None = None,
+                       known_checkpoint: tuple[int, str] | None = None) -> VerifyReport | None:
+    """Verify a trail split into contiguous seq ranges checked independently (in parallel, by the caller).
+
+    ``segments()`` returns the ``verify_segment`` results of the ranges, in seq order. Returns the report of an
+    intact trail, identical to the sequential Verifier's; or None when anything is wrong, in which case the
+    caller runs the sequential Verifier, which names the first problem (a damaged trail is the rare case;
+    this proves an intact one quickly and leaves all diagnosis in one place).
+    """
+    head = Verifier(public_keys, chain_filter=chain_filter, known_checkpoint=known_checkpoint)
+    head.add_checkpoints(checkpoints)
+    if head._cp_problems or (known_checkpoint is not None and head._cp_seq < known_checkpoint[0]):
+        return None
+    results = list(segments())
+    intact, chains = stitch(results, signed_heads(head))
+    if not intact:
+        return None
+    return VerifyReport(True, sum(seg.entries for seg in results), head._cp_count, chains, None)
 
 
 def verify_entries(entries: Iterable[Mapping[str, Any]], checkpoints: Iterable[Mapping[str, Any]],

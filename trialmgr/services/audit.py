@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy import String, bindparam, case, event, func, insert, literal, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -212,6 +212,56 @@ def iter_entries(session: Session, trial: str | None = None, batch: int = 5000) 
         for r in rows:
             yield dict(zip(ENTRY_COLUMNS, r, strict=True))
         after = rows[-1][0]
+
+
+def _ts_text(column, dialect: str):
+    """The entry time as the canonical text the hash covers (``YYYY-MM-DDTHH:MM:SS.ffffffZ``), formatted by
+    the database: a million datetimes parsed and re-formatted in Python would cost more than hashing them."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    # SQLite keeps text: SQLAlchemy writes "YYYY-MM-DD HH:MM:SS.ffffff"; a row written by other means may use a
+    # "T" or a zone offset (strftime normalises both to UTC) and omits a zero fraction.
+    raw = type_coerce(column, String)
+    micro = case((func.substr(raw, 20, 1) == ".", func.substr(raw, 21, 6)), else_=literal("000000"))
+    return func.strftime("%Y-%m-%dT%H:%M:%S", raw).concat(".").concat(micro).concat("Z")
+
+
+def iter_verify_rows(session: Session, trial: str | None = None, *, after: int = 0, upto: int | None = None,
+                     batch: int = 10_000) -> Iterator[tuple]:
+    """Entries with after < seq <= upto (all by default) as tuples in the verifier's column order
+    (``audit_verify.VERIFY_COLUMNS``, ``ts`` as canonical text), seq ascending, in keyset batches."""
+    from trialmgr.domain.audit_verify import VERIFY_COLUMNS
+
+    write_pending(session)
+    conn = session.connection()
+    table = AuditEntry.__table__
+    cols = [table.c[n] if n != "ts" else _ts_text(table.c.ts, conn.dialect.name) for n in VERIFY_COLUMNS]
+    while True:
+        stmt = select(*cols).where(table.c.seq > after).order_by(table.c.seq).limit(batch)
+        if upto is not None:
+            stmt = stmt.where(table.c.seq <= upto)
+        if trial is not None:
+            stmt = stmt.where(table.c.trial == trial)
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return
+        yield from map(tuple, rows)
+        after = rows[-1][0]
+
+
+def seq_quantiles(session: Session, parts: int, trial: str | None = None) -> list[int]:
+    """Seq values cutting the (trial's) entries into ``parts`` runs of about equal size, for parallel checks."""
+    table = AuditEntry.__table__
+    base = select(table.c.seq)
+    if trial is not None:
+        base = base.where(table.c.trial == trial)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    cuts = []
+    for k in range(1, parts):
+        seq = session.scalar(base.order_by(table.c.seq).offset(total * k // parts).limit(1))
+        if seq is not None and (not cuts or seq > cuts[-1]):
+            cuts.append(seq)
+    return cuts
 
 
 def iter_checkpoints(session: Session) -> Iterator[dict]:

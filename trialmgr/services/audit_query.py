@@ -180,8 +180,63 @@ def verify(session: Session, public_keys: dict, trial: str | None = None, *, kno
 
     verifier = Verifier(public_keys, chain_filter=trial_filter(trial) if trial is not None else None,
                         known_checkpoint=known_checkpoint)
-    for cp in audit.iter_checkpoints(session):
-        verifier.add_checkpoint(cp)
-    for entry in audit.iter_entries(session, trial=trial):
-        verifier.add_entry(entry)
+    verifier.add_checkpoints(audit.iter_checkpoints(session))
+    verifier.add_rows(audit.iter_verify_rows(session, trial))
     return verifier.finish()
+
+
+def _segment_worker(url: str, after: int, upto: int | None, trial: str | None, checkpoints: list[dict],
+                    key_pems: dict[str, bytes]):
+    """One process's share of verify_parallel: its own connection, one contiguous seq range."""
+    from trialmgr.db import Database
+    from trialmgr.domain.audit import load_public_key_pem, trial_filter
+    from trialmgr.domain.audit_verify import verify_segment
+
+    keys = {kid: load_public_key_pem(pem) for kid, pem in key_pems.items()}
+    db = Database(url)
+    try:
+        with db.session(write=False) as s:
+            rows = audit.iter_verify_rows(s, trial, after=after, upto=upto)
+            return verify_segment(rows, checkpoints, keys, trial_filter(trial) if trial is not None else None)
+    finally:
+        db.dispose()
+
+
+def verify_parallel(database, public_keys: dict, trial: str | None = None, *, workers: int | None = None,
+                    known_checkpoint=None):
+    """verify(), with the entries split into ``workers`` seq ranges checked in parallel processes.
+
+    An intact trail is proved by the segments joining up (domain.audit_verify.verify_in_segments); if they do
+    not, the sequential verify() runs and names the first problem, so the report is always the same as
+    verify()'s. Falls back to verify() for an in-memory database, one worker, or no fork on this platform.
+    """
+    import multiprocessing
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+
+    from trialmgr.domain.audit import trial_filter
+    from trialmgr.domain.audit_verify import verify_in_segments
+
+    workers = workers or min(os.cpu_count() or 1, 8)
+    with database.session(write=False) as s:
+        checkpoints = list(audit.iter_checkpoints(s))
+        cuts = audit.seq_quantiles(s, workers, trial) if workers > 1 and database.parallel_readers else []
+    in_memory = database.engine.url.get_backend_name() == "sqlite" and database.engine.url.database in (None, "",
+                                                                                                        ":memory:")
+    report = None
+    if cuts and not in_memory and database.parallel_readers and "fork" in multiprocessing.get_all_start_methods():
+        pems = {kid: key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                for kid, key in public_keys.items()}
+        bounds = [0, *cuts, None]
+        jobs = [(database.url, a, b, trial, checkpoints, pems) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        # Children must not share the parent's open connections: close them before forking (they reopen on use).
+        database.engine.dispose()
+        with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+            report = verify_in_segments(checkpoints, public_keys, lambda: pool.starmap(_segment_worker, jobs),
+                                        chain_filter=trial_filter(trial) if trial is not None else None,
+                                        known_checkpoint=known_checkpoint)
+    if report is None:
+        with database.session(write=False) as s:
+            report = verify(s, public_keys, trial, known_checkpoint=known_checkpoint)
+    return report
