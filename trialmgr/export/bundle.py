@@ -102,6 +102,7 @@ class _Zip:
     def _member(self, name: str):
         info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
         info.compress_type = zipfile.ZIP_DEFLATED
+        info._compresslevel = self.LEVEL  # what ZipFile.write() sets; open(info, "w") reads it (default: 6)
         info.external_attr = 0o644 << 16
         return self.zf.open(info, "w", force_zip64=True)
 
@@ -356,47 +357,171 @@ def _odm_event(form, fields, r):
     return event, form.id, repeat, items
 
 
+# Characters that csv.writer (QUOTE_MINIMAL) or XML escaping would change: a record whose text holds none of
+# them is formatted by the fast path below; any other record by the csv module and odm.event_xml, as before.
+_SPECIAL = re.compile("[\",\r\n\t&<>']")
+
+
+class _Lines(list):
+    """A list a csv.writer can write into: lines are gathered and written out in large pieces."""
+
+    write = list.append
+
+
+def _csv_cell(value: str) -> str:
+    """One cell as csv.writer writes it (QUOTE_MINIMAL)."""
+    out = _Lines()
+    csv.writer(out, lineterminator="\n").writerow([value, ""])
+    return "".join(out)[:-2]
+
+
+class _FormPlan:
+    """One form's rows, with everything that does not depend on the record worked out once: the columns, the
+    labels of the codes seen so far (CSV-ready), the ODM element openings. ``fast`` returns a record's wide CSV
+    line, its long CSV lines and its ODM StudyEventData, byte-identical to what the csv module and
+    odm.event_xml write, or None when the record holds a character either would quote or escape."""
+
+    def __init__(self, form, fields) -> None:
+        self.form, self.fields, self.id = form, fields, form.id
+        self.header = _form_header(form, fields)
+        ids = [form.id, *(f.id for f in fields), *(d.id for d in form.derived)]
+        self.usable = not any(_SPECIAL.search(x) for x in ids)
+        # (field id, spec, label kind: 0 none, 1 code label, 2 yes/no, is a date)
+        self.cols = [(f.id, f, 1 if f.type in ("choice", "multichoice") else 2 if f.type == "yesno" else 0,
+                      f.type == "date") for f in fields]
+        self.derived = [d.id for d in form.derived]
+        self.items = {x: odm.item_open(form.id, x) for x in ids[1:]}
+        self.labels: dict[str, dict[str, tuple[str, str]]] = {f.id: {} for f in fields}
+        self.events: dict[tuple[str, int], str] = {}
+
+    def _label(self, fid: str, spec, kind: int, text: str) -> tuple[str, str]:
+        """(long CSV label cell, wide CSV label cell) of a value; memoized per field (codes are few)."""
+        memo = self.labels[fid]
+        got = memo.get(text)
+        if got is None:
+            long_label = dataset.label_of(spec, text)
+            got = memo[text] = (_csv_cell(long_label),
+                                _csv_cell(long_label if kind == 1 else text.capitalize()))
+        return got
+
+    def _event_open(self, r) -> str:
+        if r.visit_code is None:
+            key = (odm.ANYTIME_EVENT, r.instance)
+        elif r.visit_code.startswith("UNS"):
+            key = (odm.UNSCHEDULED_EVENT, int(r.visit_code[3:] or 1))
+        else:
+            key = (f"SE.{r.visit_code}", 1)
+        head = self.events.get(key)
+        if head is None:
+            head = self.events[key] = odm.event_xml(key[0], self.id, key[1], [])[:-len(odm.EVENT_CLOSE)]
+        return head
+
+    def fast(self, r) -> tuple[str, str, int, str] | None:
+        s = r.subject
+        vals, miss = r.values, r.missing
+        vcode = r.visit_code or ""
+        if not self.usable or _SPECIAL.search("".join(vals.values()) + "".join(miss.values()) + vcode + r.status
+                                              + s.code + s.site):
+            return None
+        shift = s.shift
+        prefix = f"{s.code},{s.site},{vcode},{self.id},{r.instance},"
+        wide = [s.code, s.site, vcode, str(r.instance), dataset.date_text(r.visit_date, shift), r.status,
+                "yes" if r.sdv else "no"]
+        long: list[str] = []
+        xml = [self._event_open(r)]
+        items = self.items
+        for fid, spec, kind, is_date in self.cols:
+            present = fid in vals
+            text = vals[fid] if present else ""
+            if is_date and shift and present:
+                text = dataset.value_text(spec, text, shift)
+            m = miss.get(fid, "")
+            if kind:
+                long_label, wide_label = self._label(fid, spec, kind, text)
+                wide += (text, wide_label, m)
+            else:
+                long_label = ""
+                wide += (text, m)
+            if present or m:
+                long.append(f"{prefix}{fid},{text},{long_label},{m},no\n")
+            if m:
+                xml.append(f'{items[fid]} IsNull="Yes"><Annotation SeqNum="1"><Comment>missing: {m}</Comment>'
+                           "</Annotation></ItemData>")
+            elif text:
+                xml.append(f'{items[fid]} Value="{text}"/>')
+        for did in self.derived:
+            v = vals.get(did)
+            if v is None:
+                wide.append("")
+                continue
+            wide.append(v)
+            long.append(f"{prefix}{did},{v},,,yes\n")
+            if v:
+                xml.append(f'{items[did]} Value="{v}"/>')
+        xml.append(odm.EVENT_CLOSE)
+        return ",".join(wide) + "\n", "".join(long), len(long), "".join(xml)
+
+
 def _one_pass(session, proto, by_id, opts, tmp: Path, counts: dict, *, odm_head: dict, tick) -> dict[str, Path]:
     """Read every record once, in export order, and write every per-form CSV, the long CSV and the ODM
     clinical data to spooled files at the same time (zip members can only be written one after another)."""
-    forms = {f.id: f for f in proto.forms}
-    fields = {f.id: dataset.exported_fields(f, opts) for f in proto.forms}
-    paths = {fid: tmp / f"{fid}.csv" for fid in forms} | {"_long": tmp / "long.csv", "_odm": tmp / "odm.xml"}
+    plans = {f.id: _FormPlan(f, dataset.exported_fields(f, opts)) for f in proto.forms}
+    paths = {fid: tmp / f"{fid}.csv" for fid in plans} | {"_long": tmp / "long.csv", "_odm": tmp / "odm.xml"}
     handles = {k: open(p, "w", encoding="utf-8", newline="", buffering=1 << 20) for k, p in paths.items()}  # noqa: SIM115
+    bufs = {k: _Lines() for k in paths}
     try:
-        writers = {k: csv.writer(h, lineterminator="\n") for k, h in handles.items() if k != "_odm"}
-        for fid, form in forms.items():
-            writers[fid].writerow(_form_header(form, fields[fid]))
+        writers = {k: csv.writer(bufs[k], lineterminator="\n") for k in paths if k != "_odm"}
+        for fid, plan in plans.items():
+            writers[fid].writerow(plan.header)
             counts[f"forms/{fid}"] = 0
         writers["_long"].writerow(["participant", "site", "visit", "form", "instance", "field", "value", "label",
                                    "missing", "derived"])
-        odm_out = handles["_odm"]
-        odm.write_head(odm_out, proto, **odm_head)
-        current, events, values = None, [], 0
-        for n, (form_id, r) in enumerate(dataset.records(session, proto, by_id)):
-            form = forms.get(form_id)
-            if form is None:
+        odm.write_head(handles["_odm"], proto, **odm_head)
+        long_buf, odm_buf = bufs["_long"], bufs["_odm"]
+        current, values, n = None, 0, 0
+        for form_id, r in dataset.records(session, proto, by_id):
+            plan = plans.get(form_id)
+            if plan is None:
                 continue
-            if current is not None and r.subject.code != current:
-                odm_out.write(odm.subject_xml(current, events))
-                events = []
-            current = r.subject.code
-            writers[form_id].writerow(_form_row(form, fields[form_id], r))
+            code = r.subject.code
+            if code != current:
+                if current is not None:
+                    odm_buf.append(odm.SUBJECT_CLOSE)
+                odm_buf.append(odm.subject_open(code))
+                current = code
+            out = plan.fast(r)
+            if out is None:
+                writers[form_id].writerow(_form_row(plan.form, plan.fields, r))
+                for row in _long_rows(plan.form, plan.fields, r):
+                    writers["_long"].writerow(row)
+                    values += 1
+                odm_buf.append(odm.event_xml(*_odm_event(plan.form, plan.fields, r)))
+            else:
+                bufs[form_id].append(out[0])
+                long_buf.append(out[1])
+                values += out[2]
+                odm_buf.append(out[3])
             counts[f"forms/{form_id}"] += 1
-            for row in _long_rows(form, fields[form_id], r):
-                writers["_long"].writerow(row)
-                values += 1
-            events.append(_odm_event(form, fields[form_id], r))
-            if n % 20000 == 0:
+            n += 1
+            if n % 2000 == 0:
+                _drain(bufs, handles)
                 tick("records", 1, 4)
         if current is not None:
-            odm_out.write(odm.subject_xml(current, events))
-        odm.write_tail(odm_out)
+            odm_buf.append(odm.SUBJECT_CLOSE)
+        _drain(bufs, handles)
+        odm.write_tail(handles["_odm"])
         counts["values"] = values
     finally:
         for h in handles.values():
             h.close()
     return paths
+
+
+def _drain(bufs: dict[str, _Lines], handles: dict) -> None:
+    for k, buf in bufs.items():
+        if buf:
+            handles[k].write("".join(buf))
+            buf.clear()
 
 
 def _screening_rows(session, proto, opts):

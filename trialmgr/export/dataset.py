@@ -116,6 +116,9 @@ def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject
                       FormRecord.instance, FormRecord.id))
     if form_id is not None:
         stmt = stmt.where(FormRecord.form_id == form_id)
+    if session.get_bind().dialect.name == "postgresql":
+        yield from _records_pg(session, proto, subjects_by_id, form_id)
+        return
     current: RecordRow | None = None
     current_id = current_form = None
     # Core rows straight from the driver (a server-side cursor on PostgreSQL): no ORM row processing.
@@ -136,6 +139,43 @@ def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject
             current.values[field_id] = value
     if current is not None:
         yield current_form, current
+
+
+_PG_RECORDS = """
+SELECT fr.id, fr.participant_id, fr.form_id, fr.instance, fr.status, fr.sdv_at IS NOT NULL, v.code, v.position,
+       v.visit_date, x.fields, x.vals, x.missing
+FROM form_record fr
+JOIN participant p ON p.id = fr.participant_id
+LEFT JOIN visit v ON v.id = fr.visit_id
+LEFT JOIN LATERAL (SELECT array_agg(fv.field_id) AS fields, array_agg(fv.value) AS vals,
+                          array_agg(fv.missing_code) AS missing
+                   FROM form_value fv WHERE fv.record_id = fr.id) x ON true
+WHERE fr.trial_id = %s {form_filter}
+ORDER BY p.site_code, p.number, coalesce(v.position, 1000000), fr.form_id, fr.instance, fr.id
+"""
+
+
+def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject], form_id: str | None
+                ) -> Iterator[tuple[str, RecordRow]]:
+    """records() on PostgreSQL: one row per record with its values as three arrays (the database groups them),
+    in binary from a server-side cursor on the session's connection. A tenth of the rows and a quarter of the
+    cells the flat join gives Python to convert, in the same order and with the same content."""
+    conn = session.connection().connection.driver_connection
+    sql = _PG_RECORDS.format(form_filter="AND fr.form_id = %s" if form_id is not None else "")
+    params = (proto.id, form_id) if form_id is not None else (proto.id,)
+    with conn.cursor(name="trialmgr_export_records", binary=True) as cur:
+        cur.itersize = 2000
+        cur.execute(sql, params)
+        for _rid, pid, fid, instance, status, sdv, vcode, pos, vdate, fields, vals, missing in cur:
+            values: dict[str, str] = {}
+            missed: dict[str, str] = {}
+            if fields is not None:
+                for field_id, value, code in zip(fields, vals, missing, strict=True):
+                    if code:
+                        missed[field_id] = code
+                    elif value is not None:
+                        values[field_id] = value
+            yield fid, RecordRow(subjects_by_id[pid], vcode, pos or 0, vdate, instance, status, values, missed, sdv)
 
 
 def screenings(session: Session, proto: Protocol) -> Iterator[Screening]:

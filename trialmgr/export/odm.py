@@ -170,23 +170,40 @@ def _item_attr(form_id: str, item_id: str) -> str:
     return attr
 
 
+def item_open(form_id: str, item_id: str) -> str:
+    """``<ItemData ItemOID="..."`` for one item (the start of every ItemData element of that item)."""
+    return f"<ItemData {_item_attr(form_id, item_id)}"
+
+
+EVENT_CLOSE = "</ItemGroupData></FormData></StudyEventData>"
+
+
+def event_xml(event_oid: str, form_id: str, repeat: int, items: list[tuple[str, str | None, str | None]]) -> str:
+    """One StudyEventData element (one form of one visit) as text."""
+    repeating = event_oid in (ANYTIME_EVENT, UNSCHEDULED_EVENT)
+    parts = [f"<StudyEventData StudyEventOID={quoteattr(event_oid)}"
+             + (f' StudyEventRepeatKey="{int(repeat)}">' if repeating else ">"),
+             f"<FormData FormOID={quoteattr(_oid('F', form_id))}"
+             + (f' FormRepeatKey="{int(repeat)}">' if event_oid == ANYTIME_EVENT else ">"),
+             f"<ItemGroupData ItemGroupOID={quoteattr(_oid('IG', form_id))}>"]
+    for item_id, value, missing in items:
+        if missing:
+            parts.append(f'<ItemData {_item_attr(form_id, item_id)} IsNull="Yes"><Annotation SeqNum="1">'
+                         f"<Comment>missing: {escape(missing)}</Comment></Annotation></ItemData>")
+        elif value not in (None, ""):
+            parts.append(f"<ItemData {_item_attr(form_id, item_id)} Value={quoteattr(value)}/>")
+    parts.append(EVENT_CLOSE)
+    return "".join(parts)
+
+
+def subject_open(key: str) -> str:
+    return f"<SubjectData SubjectKey={quoteattr(key)}>"
+
+
+SUBJECT_CLOSE = "</SubjectData>"
+
+
 def subject_xml(key: str, events: list[tuple[str, str, int, list[tuple[str, str | None, str | None]]]]) -> str:
     """One SubjectData element as text. Written directly rather than through XMLGenerator: the clinical data
     are millions of elements, and building each with the SAX generator took half the export's time."""
-    parts = [f"<SubjectData SubjectKey={quoteattr(key)}>"]
-    for event_oid, form_id, repeat, items in events:
-        repeating = event_oid in (ANYTIME_EVENT, UNSCHEDULED_EVENT)
-        parts.append(f"<StudyEventData StudyEventOID={quoteattr(event_oid)}"
-                     + (f' StudyEventRepeatKey="{int(repeat)}">' if repeating else ">"))
-        parts.append(f"<FormData FormOID={quoteattr(_oid('F', form_id))}"
-                     + (f' FormRepeatKey="{int(repeat)}">' if event_oid == ANYTIME_EVENT else ">"))
-        parts.append(f"<ItemGroupData ItemGroupOID={quoteattr(_oid('IG', form_id))}>")
-        for item_id, value, missing in items:
-            if missing:
-                parts.append(f'<ItemData {_item_attr(form_id, item_id)} IsNull="Yes"><Annotation SeqNum="1">'
-                             f"<Comment>missing: {escape(missing)}</Comment></Annotation></ItemData>")
-            elif value not in (None, ""):
-                parts.append(f"<ItemData {_item_attr(form_id, item_id)} Value={quoteattr(value)}/>")
-        parts.append("</ItemGroupData></FormData></StudyEventData>")
-    parts.append("</SubjectData>")
-    return "".join(parts)
+    return subject_open(key) + "".join(event_xml(*e) for e in events) + SUBJECT_CLOSE
