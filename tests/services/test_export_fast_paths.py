@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import random
+
 import pytest
 
 from trialmgr.domain import audit as chainlib
-from trialmgr.export import audit_trail
+from trialmgr.export import audit_trail, bundle, dataset, odm
 from trialmgr.services import audit
 from trialmgr.services.context import cli_actor
 
@@ -48,3 +52,59 @@ def test_postgres_copy_lines_match_the_python_lines(db, awkward_trail, blinded, 
     assert reference.count(b"\n") >= 3 * len(AWKWARD)
     assert len(chunks) > 3 and all(c.endswith(b"\n") for c in chunks)
     assert b"".join(chunks) == reference
+
+
+# -- the per-form fast path of the CSV and ODM formatting --------------------------------------------------
+
+
+def _slow(plan, r) -> tuple[str, str, int, str]:
+    """What the csv module and odm.event_xml write for a record (the exact path)."""
+    wide, long = bundle._Lines(), bundle._Lines()
+    csv.writer(wide, lineterminator="\n").writerow(bundle._form_row(plan.form, plan.fields, r))
+    rows = list(bundle._long_rows(plan.form, plan.fields, r))
+    csv.writer(long, lineterminator="\n").writerows(rows)
+    return "".join(wide), "".join(long), len(rows), odm.event_xml(*bundle._odm_event(plan.form, plan.fields, r))
+
+
+@pytest.mark.parametrize("deidentified", [False, True])
+def test_form_fast_path_writes_what_the_csv_module_and_odm_write(deidentified):
+    from tests.support import DEFAULT_PROTOCOL
+    from trialmgr.domain import crf as crflib
+    from trialmgr.protocols import load_protocol_file
+    from trialmgr.synthetic import form_values
+
+    proto = load_protocol_file(DEFAULT_PROTOCOL)
+    opts = dataset.ExportOptions(deidentified=deidentified, secret=b"s")
+    rng = random.Random(3)
+    today = dt.date(2026, 11, 24)
+    subject = dataset.Subject(1, "DE-0001", "DE", {}, "DE|F", "randomized", today, None, None, opts.shift("DE-0001"))
+    checked = fast = 0
+    for form in proto.forms:
+        plan = bundle._FormPlan(form, dataset.exported_fields(form, opts))
+        for i in range(40):
+            res = crflib.validate_form(form, form_values(form, rng, today), reference_date=today)
+            values = {f.id: crflib.serialize_value(f, v) for f in form.fields
+                      if (v := res.values.get(f.id)) is not None}
+            values |= {d: str(v) for d, v in res.derived.items() if v is not None}
+            missing = {}
+            for f in form.fields[i % 3::5]:  # some missing codes, some values dropped
+                values.pop(f.id, None)
+                if i % 2:
+                    missing[f.id] = "RF"
+            empty = next((f.id for f in form.fields if f.id in values and f.type != "date"), None)
+            if i % 7 == 3 and empty:  # an empty stored value
+                values[empty] = ""
+            visit = (None, "BL", "UNS2", "M6")[i % 4]
+            r = dataset.RecordRow(subject, visit, 0, today if i % 5 else None, 1 + i % 2, "complete", values,
+                                  missing, bool(i % 2))
+            want = _slow(plan, r)
+            got = plan.fast(r)
+            checked += 1
+            if got is not None:
+                fast += 1
+                assert got == want, (form.id, i)
+            text_field = next((f.id for f in plan.fields if f.type == "text"), None)
+            if text_field:  # a character that needs quoting or escaping: the exact path
+                r.values[text_field] = 'a, "b" & <c>'
+                assert plan.fast(r) is None
+    assert fast > checked * 0.8
