@@ -11,6 +11,7 @@ from tests.support import PASSWORD
 from trialmgr.db.models_accounts import ApiToken
 from trialmgr.db.models_audit import AuditEntry
 from trialmgr.domain.errors import Conflict, NotFound, ReasonRequired, ValidationFailed
+from trialmgr.domain.vocab import Role
 from trialmgr.services import accounts, twofactor
 
 T = "hip-pt-clbp"
@@ -113,3 +114,58 @@ def test_totp_reset_needs_a_reason_and_audits(session, actor, hasher):
     assert user.totp_secret is None and user.totp_last_step is None
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "user:totp_reset"))
     assert entry.reason == "lost phone"
+
+
+def test_token_identity_is_the_token_user_and_role_in_one_query(session, actor, hasher, trial):
+    from sqlalchemy import event
+
+    user = _user(session, actor, hasher, "cora", (T, "coordinator", "PA"), (T, "coordinator", "DE"),
+                 (T, "monitor", None))
+    token, plaintext = accounts.create_token(session, actor, user, trial_id=T, role="coordinator", name="etl")
+    statements = []
+
+    def count(*_args):
+        statements.append(1)
+
+    session.flush()
+    event.listen(session.get_bind(), "before_cursor_execute", count)
+    try:
+        who = accounts.token_identity(session, plaintext)
+    finally:
+        event.remove(session.get_bind(), "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert (who.token_id, who.user_id, who.username, who.full_name) == (token.id, user.id, "cora", "Cora")
+    # Only the token's own trial and role, with every site the user holds that role at (as memberships()).
+    assert who.membership == accounts.Membership(T, Role.COORDINATOR, ("DE", "PA"))
+    assert [m for m in accounts.memberships(user) if m.role is Role.COORDINATOR] == [who.membership]
+    assert accounts.token_needs_touch(who)
+    assert accounts.token_identity(session, plaintext + "x") is None
+    assert accounts.token_identity(session, "not a token") is None
+
+    # A role revoked at one site narrows the token; revoked everywhere, the token stops acting.
+    de = next(ra for ra in user.roles if ra.site_code == "DE")
+    accounts.revoke_role(session, actor, de, "moved to Paris")
+    session.flush()
+    assert accounts.token_identity(session, plaintext).membership.sites == ("PA",)
+    pa = next(ra for ra in user.roles if ra.site_code == "PA")
+    accounts.revoke_role(session, actor, pa, "left the site")
+    session.flush()
+    assert accounts.token_identity(session, plaintext) is None
+    accounts.grant_role(session, actor, user, T, "coordinator", "PA")
+    session.flush()
+    assert accounts.token_identity(session, plaintext) is not None
+
+    # Expired, deactivated or revoked: refused.
+    token.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    session.flush()
+    assert accounts.token_identity(session, plaintext) is None
+    token.expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    accounts.set_active(session, actor, user, False, "left the study team")
+    session.flush()
+    assert accounts.token_identity(session, plaintext) is None
+    accounts.set_active(session, actor, user, True, "back")
+    session.flush()
+    assert accounts.token_identity(session, plaintext) is not None
+    accounts.revoke_token(session, actor, token, "rotated")
+    session.flush()
+    assert accounts.token_identity(session, plaintext) is None

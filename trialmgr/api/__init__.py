@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, g, jsonify, request
 
+from trialmgr.api.db import auth_session
 from trialmgr.domain.errors import DomainError
 from trialmgr.services import accounts, trials
 from trialmgr.web.access import ALL_ROLES, AUTHENTICATED, PUBLIC, Identity, allow
@@ -23,28 +24,26 @@ def _token() -> None:
     header = request.headers.get("Authorization", "")
     g.identity = None
     if header.startswith("Bearer "):
-        token = accounts.authenticate_token(read_session(), header[7:].strip())
-        if token is not None:
-            # The token acts only in its own trial and role, and only while the user still holds that role.
-            held = [m for m in accounts.memberships(token.user)
-                    if m.trial == token.trial_id and m.role == token.role]
-            if held:
-                g.identity = Identity(token.user.id, token.user.username, token.user.full_name,
-                                      tuple(held), via_token=True)
-                if accounts.token_needs_touch(token):
-                    _touch(token.id)
+        session = auth_session()
+        # One query: the token, its user and the user's assignments of the token's role in the token's trial.
+        # The token acts only in its own trial and role, and only while the user still holds that role.
+        who = accounts.token_identity(session, header[7:].strip())
+        if who is not None:
+            g.identity = Identity(who.user_id, who.username, who.full_name, (who.membership,), via_token=True)
+            if accounts.token_needs_touch(who):
+                _touch(session, who.token_id)
 
 
-def _touch(token_id: int) -> None:
-    """Note the token's last use (shown to admins); best effort: a read must not fail because of it."""
+def _touch(session, token_id: int) -> None:
+    """Note the token's last use (shown to admins), committed on its own, whatever becomes of the request;
+    best effort: a request must not fail because of it."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from trialmgr.web.db import transaction
-
     try:
-        with transaction() as s:
-            accounts.touch_token(s, token_id)
+        accounts.touch_token(session, token_id)
+        session.commit()
     except SQLAlchemyError:
+        session.rollback()
         log.warning("could not record the last use of API token %s", token_id, exc_info=True)
 
 
@@ -56,9 +55,10 @@ def _domain_error(exc: DomainError):
 
 
 def init_app(app: Flask) -> None:
-    from trialmgr.api import audit, forms, participants  # noqa: F401  (they register their routes on bp)
+    from trialmgr.api import audit, db, forms, participants  # noqa: F401  (they register their routes on bp)
     from trialmgr.web import csrf
 
+    db.init_app(app)
     csrf.exempt(bp)  # bearer tokens, not cookies: no ambient authority to forge
     app.register_blueprint(bp)
 

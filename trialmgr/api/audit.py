@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import g, jsonify, request
 
 from trialmgr.api import bp
+from trialmgr.api.db import transaction
 from trialmgr.api.params import MAX_BIGINT as MAX_SEQ
 from trialmgr.api.params import whole as _whole
 from trialmgr.keys import audit_public_keys
 from trialmgr.services import audit_query, integrity_status, trials
 from trialmgr.state import state
 from trialmgr.web.access import allow
-from trialmgr.web.db import read_session, transaction
+from trialmgr.web.db import read_session
 from trialmgr.web.monitor import AUDIT_READERS
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import g, request
 
 from trialmgr.api import bp
+from trialmgr.api.db import transaction
 from trialmgr.api.idempotency import idempotent, respond
 from trialmgr.api.participants import READERS, _body
 from trialmgr.domain.errors import NotFound, ValidationFailed
@@ -12,7 +13,7 @@ from trialmgr.domain.vocab import Role
 from trialmgr.services import crf, enrollment, queries, visits
 from trialmgr.services.crf import EDITORS
 from trialmgr.web.access import allow
-from trialmgr.web.db import read_session, transaction
+from trialmgr.web.db import read_session
 
 
 def _iso(d):

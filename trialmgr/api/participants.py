@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import g, request
 
 from trialmgr.api import bp
+from trialmgr.api.db import transaction
 from trialmgr.api.idempotency import idempotent, respond
 from trialmgr.api.params import is_id
 from trialmgr.domain.errors import ValidationFailed
@@ -13,7 +14,7 @@ from trialmgr.services import enrollment, randomization, trials
 from trialmgr.services.randomization import RANDOMIZERS
 from trialmgr.state import state
 from trialmgr.web.access import allow
-from trialmgr.web.db import read_session, transaction
+from trialmgr.web.db import read_session
 
 READERS = (Role.COORDINATOR, Role.INVESTIGATOR, Role.ASSESSOR, Role.MONITOR, Role.ADMIN)
 

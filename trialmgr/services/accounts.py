@@ -279,6 +279,44 @@ def authenticate_token(session: Session, plaintext: str) -> ApiToken | None:
     return token
 
 
+@dataclass(frozen=True)
+class TokenIdentity:
+    """Who a valid API token acts as: its one trial and role, with the sites the user holds that role at."""
+
+    token_id: int
+    user_id: int
+    username: str
+    full_name: str
+    membership: Membership
+    last_used_at: dt.datetime | None
+
+
+def token_identity(session: Session, plaintext: str) -> TokenIdentity | None:
+    """authenticate_token and the user's matching role assignments in ONE query (the API's per-request check).
+
+    None for an unknown, revoked or expired token, a deactivated user, or a user who no longer holds the
+    token's role in the token's trial (a token acts only while its user still holds that role).
+    """
+    if not plaintext or not plaintext.startswith(TOKEN_PREFIX):
+        return None
+    t, u, ra = ApiToken.__table__.c, User.__table__.c, RoleAssignment.__table__.c
+    stmt = (select(t.id, t.trial_id, t.role, t.expires_at, t.revoked_at, t.last_used_at, u.id, u.username,
+                   u.full_name, u.active, ra.id, ra.site_code)
+            .select_from(ApiToken.__table__.join(User.__table__, u.id == t.user_id)
+                         .outerjoin(RoleAssignment.__table__,
+                                    (ra.user_id == u.id) & (ra.trial_id == t.trial_id) & (ra.role == t.role)))
+            .where(t.token_hash == _token_digest(plaintext)))
+    rows = session.connection().execute(stmt).all()  # Core rows: no ORM objects for a per-request check
+    if not rows:
+        return None
+    (token_id, trial, role, expires_at, revoked_at, last_used_at, user_id, username, full_name, active,
+     _ra, _site) = rows[0]
+    if revoked_at is not None or expires_at <= utcnow() or not active or all(r[10] is None for r in rows):
+        return None
+    sites = tuple(sorted({r[11] for r in rows if r[10] is not None and r[11]}))
+    return TokenIdentity(token_id, user_id, username, full_name, Membership(trial, role, sites), last_used_at)
+
+
 TOKEN_TOUCH_SECONDS = 60
 
 
@@ -292,7 +330,7 @@ def touch_token(session: Session, token_id: int) -> None:
             ApiToken.last_used_at < now - dt.timedelta(seconds=TOKEN_TOUCH_SECONDS))).values(last_used_at=now))
 
 
-def token_needs_touch(token: ApiToken) -> bool:
+def token_needs_touch(token: ApiToken | TokenIdentity) -> bool:
     return token.last_used_at is None or (utcnow() - token.last_used_at).total_seconds() >= TOKEN_TOUCH_SECONDS
 
 
