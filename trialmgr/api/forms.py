@@ -82,7 +82,7 @@ def get_visit_form(trial: str, participant: str, visit: str, form: str):
 @allow(*EDITORS)
 def put_visit_form(trial: str, participant: str, visit: str, form: str):
     with transaction() as s:
-        p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
+        p = crf.participant_for_entry(s, g.actor, trial, participant, visit)
         kwargs, values = _save_args(_body())
         res = crf.save_form(s, g.actor, p, form, values, visit_code=visit, **kwargs)
         out = form_json(res.view)
@@ -95,7 +95,7 @@ def put_visit_form(trial: str, participant: str, visit: str, form: str):
 @idempotent
 def create_anytime_form(trial: str, participant: str, form: str):
     with transaction() as s:
-        p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
+        p = crf.participant_for_entry(s, g.actor, trial, participant)
         kwargs, values = _save_args(_body())
         res = crf.save_form(s, g.actor, p, form, values, **kwargs)
         return respond(s, form_json(res.view), 201)
@@ -113,7 +113,7 @@ def get_anytime_form(trial: str, participant: str, form: str, instance: int):
 @allow(*EDITORS)
 def put_anytime_form(trial: str, participant: str, form: str, instance: int):
     with transaction() as s:
-        p = enrollment.get_participant(s, g.actor, trial, participant, lock=True)
+        p = crf.participant_for_entry(s, g.actor, trial, participant)
         kwargs, values = _save_args(_body())
         res = crf.save_form(s, g.actor, p, form, values, instance=instance, **kwargs)
         return respond(s, form_json(res.view))

@@ -11,10 +11,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import and_, insert, select
 from sqlalchemy.orm import Session
 
 from trialmgr.db.base import utcnow
+from trialmgr.db.models_accounts import Trial
 from trialmgr.db.models_crf import FormRecord, FormValue, VisitRecord
 from trialmgr.db.models_trial import Participant
 from trialmgr.domain import crf as crflib
@@ -102,6 +103,63 @@ def _locate(session: Session, proto: Protocol, participant: Participant, form: F
     return visit, record, instance
 
 
+def participant_for_entry(session: Session, actor: Actor, trial_id: str, code: str,
+                          visit_code: str | None = None) -> Participant:
+    """enrollment.get_participant(..., lock=True) for data entry, in one round trip.
+
+    The participant's row is locked (FOR UPDATE OF participant: data entry on one participant is serialized, as
+    with get_participant) and read together with its trial, the hash of the trial's current protocol and the
+    visit named. The session keeps them for save_form: trials.get_trial finds the trial in the identity map
+    (its data state is checked there), trials.current_protocol the hash, visits.get_visit the visit.
+    """
+    stmt = (select(Participant, Trial, trials.current_sha_column(Participant.trial_id))
+            .join(Trial, Trial.id == Participant.trial_id)
+            .where(Participant.trial_id == trial_id, Participant.code == code))
+    if visit_code:
+        stmt = stmt.add_columns(VisitRecord).outerjoin(
+            VisitRecord, and_(VisitRecord.participant_id == Participant.id, VisitRecord.code == visit_code))
+    row = session.execute(stmt.with_for_update(of=Participant)).first()
+    if row is None or not actor.sees_site(row[0].site_code):
+        raise NotFound(f"no participant {code!r} at your sites")
+    trials.remember(session, row[1], row[2])
+    if visit_code and row[3] is not None:
+        visits.remember_visit(session, row[3])
+    return row[0]
+
+
+_Located = tuple[VisitRecord | None, FormRecord | None, int, dict[str, FormValue], dict[str, str] | None]
+
+
+def _locate_for_save(session: Session, proto: Protocol, participant: Participant, form: FormDef,
+                     visit_code: str | None, instance: int | None) -> _Located:
+    """_locate(lock=True), the record's stored values and, for a visit form, the status of each form of the
+    visit: for a visit form all in one query, which locks the visit's form records (the participant's row is
+    locked by the callers already, so this adds no waiting between data entry on different participants)."""
+    if form.kind == "anytime":
+        visit, record, instance = _locate(session, proto, participant, form, visit_code, instance, lock=True)
+        old_rows = {} if record is None else {
+            v.field_id: v for v in session.scalars(select(FormValue).where(FormValue.record_id == record.id))}
+        return visit, record, instance, old_rows, None
+    if not visit_code:
+        raise ValidationFailed({"visit": f"{form.title} belongs to a visit; name the visit"})
+    visit = visits.get_visit(session, participant, visit_code)
+    if form.id not in visits.visit_forms(proto, visit):
+        raise NotFound(f"visit {visit_code} has no form {form.id!r}")
+    rows = session.execute(
+        select(FormRecord, FormValue)
+        .outerjoin(FormValue, and_(FormValue.record_id == FormRecord.id, FormRecord.form_id == form.id))
+        .where(FormRecord.participant_id == participant.id, FormRecord.visit_id == visit.id)
+        .with_for_update(of=FormRecord)).all()
+    record, old_rows, statuses = None, {}, {}
+    for rec, value in rows:
+        statuses[rec.form_id] = rec.status
+        if rec.form_id == form.id:
+            record = rec
+            if value is not None:
+                old_rows[value.field_id] = value
+    return visit, record, 1, old_rows, statuses
+
+
 def read_form(session: Session, actor: Actor, participant: Participant, form_id: str, visit_code: str | None = None,
               instance: int | None = 1) -> FormView:
     proto = trials.current_protocol(session, participant.trial_id)
@@ -144,7 +202,8 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
         raise ValidationFailed({"status": f"must be one of {', '.join(STATUSES)}"})
     if participant.status in (ParticipantStatus.WITHDRAWN,) and form.kind != "anytime":
         raise Conflict(f"{participant.code} has withdrawn; no more visit data can be entered")
-    visit, record, instance = _locate(session, proto, participant, form, visit_code, instance, lock=True)
+    visit, record, instance, old_rows, statuses = _locate_for_save(session, proto, participant, form, visit_code,
+                                                                   instance)
     if visit is not None and visit.code != "BL" and visit.scheduled and participant.randomized_at is None:
         raise Conflict(f"{participant.code} is not randomized yet: only baseline can be entered")
     if record is not None and record.locked:
@@ -169,21 +228,11 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
             new[spec.id] = (None, result.missing[spec.id], False)
         elif spec.id in result.values:
             new[spec.id] = (crflib.serialize_value(spec, result.values[spec.id]), None, False)
+    derived_ids = {d.id for d in form.derived}
     for d in form.derived:
         text = _derived_text(result.derived.get(d.id))
         if text is not None:
             new[d.id] = (text, None, True)
-
-    old_rows: dict[str, FormValue] = {}
-    creating = record is None
-    if creating:
-        record = FormRecord(trial_id=participant.trial_id, participant_id=participant.id,
-                            visit_id=visit.id if visit else None, form_id=form.id, instance=instance, status=status,
-                            version=1, updated_by=actor.username)
-        session.add(record)
-        session.flush()
-    else:
-        old_rows = {v.field_id: v for v in session.scalars(select(FormValue).where(FormValue.record_id == record.id))}
 
     changes: dict[str, tuple[str | None, str | None]] = {}
     for name in sorted(set(new) | set(old_rows)):
@@ -191,23 +240,38 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
         after = stored_text(*new[name][:2]) if name in new else None
         if before != after:
             changes[name] = (before, after)
-    entered_changes = [n for n, (b, _) in changes.items() if b is not None and n not in {d.id for d in form.derived}]
+    entered_changes = [n for n, (b, _) in changes.items() if b is not None and n not in derived_ids]
     if entered_changes and not (reason and reason.strip()):
         raise ReasonRequired("a reason for change is required to change saved values: " + ", ".join(entered_changes))
+
+    creating = record is None
+    if creating:
+        # Written whole in one INSERT (its id is needed for the values): no UPDATE of the same row follows.
+        now = utcnow()
+        record = FormRecord(trial_id=participant.trial_id, participant_id=participant.id,
+                            visit_id=visit.id if visit else None, form_id=form.id, instance=instance, status=status,
+                            version=1, created_at=now, updated_at=now, updated_by=actor.username, locked=False,
+                            serious=form.id == "adverse_event" and result.values.get("serious") is True)
+        session.add(record)
+        session.flush()
 
     eid = entity_id(form.id, visit.code if visit else None, instance)
     action = "form:create" if creating else "form:update"
     common = {"trial": participant.trial_id, "participant": participant.code}
+    clean_reason = reason.strip() if reason else None
+    # New values first, in one multi-row INSERT (most of a first save): the audit entries recorded below are
+    # then all written together, at commit, in one INSERT of their own.
+    inserts = [{"record_id": record.id, "field_id": name, "value": new[name][0], "missing_code": new[name][1],
+                "derived": new[name][2]} for name in changes if name in new and name not in old_rows]
+    if inserts:
+        session.execute(insert(FormValue), inserts)
     for name, (before, after) in changes.items():
         audit.record(session, actor, action, "form", eid, field=name, old=before, new=after,
-                     reason=reason.strip() if reason and before is not None else None, **common)
+                     reason=clean_reason if before is not None else None, **common)
         row = old_rows.get(name)
         if name not in new:
             session.delete(row)
-        elif row is None:
-            session.add(FormValue(record_id=record.id, field_id=name, value=new[name][0], missing_code=new[name][1],
-                                  derived=new[name][2]))
-        else:
+        elif row is not None:
             row.value, row.missing_code = new[name][0], new[name][1]
     if creating or record.status != status:
         audit.record(session, actor, action, "form", eid, field="_status", old=None if creating else record.status,
@@ -217,18 +281,21 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
         audit.record(session, actor, "sdv:clear", "form", eid, field="_sdv", old=f"verified by {record.sdv_by}",
                      new=None, reason="a value changed after verification", **common)
         record.sdv_at, record.sdv_by = None, None
-    if changes or creating:
-        record.version = (record.version or 0) + (0 if creating else 1)
+    if changes and not creating:
+        record.version = (record.version or 0) + 1
         record.updated_at = utcnow()
         record.updated_by = actor.username
     if form.id == "adverse_event":
         record.serious = result.values.get("serious") is True
-    session.flush()
+    # No flush here: the changes, and the audit entries describing them, are written together at the next
+    # query (autoflush) or at commit, in the same transaction.
     notify.form_saved(session, actor, participant, record)  # a serious adverse event mails the investigators
 
     deviation = False
     if visit is not None:
-        deviation = _update_visit(session, actor, proto, participant, visit, when)
+        if statuses is not None:
+            statuses[form.id] = status
+        deviation = _update_visit(session, actor, proto, participant, visit, when, statuses)
     if form.id == "withdrawal" and status == "complete":
         _apply_withdrawal(session, actor, participant, result.values.get("type"))
     opened = edit_checks.run(session, actor, proto, participant, record, visit, result) if changes else []
@@ -251,14 +318,17 @@ def _visit_date(visit: VisitRecord, raw) -> dt.date:
 
 
 def _update_visit(session: Session, actor: Actor, proto: Protocol, participant: Participant, visit: VisitRecord,
-                  when: dt.date) -> bool:
+                  when: dt.date, statuses: dict[str, str] | None = None) -> bool:
+    """The visit's date and completeness after a save; `statuses` (form id -> status of each form record of
+    the visit, as saved now) when the caller has them, else they are read."""
     common = {"trial": participant.trial_id, "participant": participant.code}
     if visit.visit_date != when:
         audit.record(session, actor, "visit:update", "visit", visit.code, field="visit_date",
                      old=visit.visit_date.isoformat() if visit.visit_date else None, new=when.isoformat(), **common)
         visit.visit_date = when
-    statuses = dict(session.execute(select(FormRecord.form_id, FormRecord.status).where(
-        FormRecord.visit_id == visit.id)).all())
+    if statuses is None:
+        statuses = dict(session.execute(select(FormRecord.form_id, FormRecord.status).where(
+            FormRecord.visit_id == visit.id)).all())
     complete = all(statuses.get(f) == "complete" for f in visits.visit_forms(proto, visit)) if visit.scheduled \
         else bool(statuses) and all(s == "complete" for s in statuses.values())
     if complete != visit.complete:

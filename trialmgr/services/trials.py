@@ -7,7 +7,7 @@ import hashlib
 import tomllib
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from trialmgr.db.models_accounts import ProtocolVersion, Site, Trial
@@ -42,10 +42,38 @@ def current_version(session: Session, trial_id: str) -> ProtocolVersion:
     return version
 
 
+_SHA = "trialmgr.protocol_sha"  # session.info: trial id -> current protocol hash, for this transaction only
+_TRIALS = "trialmgr.trials"  # session.info: trial id -> Trial read with other rows (held: the identity map is weak)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_SHA, None)
+        session.info.pop(_TRIALS, None)
+
+
+def current_sha_column(trial_id_column):
+    """A scalar subquery: the hash of the trial's current protocol version (to read it with other rows)."""
+    return (select(ProtocolVersion.sha256).where(ProtocolVersion.trial_id == trial_id_column)
+            .order_by(ProtocolVersion.number.desc()).limit(1).scalar_subquery())
+
+
+def remember(session: Session, trial: Trial, sha: str | None) -> None:
+    """Keep a trial row and its current protocol's hash, read together with other rows, for the rest of this
+    transaction: get_trial (require_open ...) then finds the row in the session, current_protocol the hash."""
+    session.info.setdefault(_TRIALS, {})[trial.id] = trial
+    if sha is not None:
+        session.info.setdefault(_SHA, {})[trial.id] = sha
+
+
 def current_protocol(session: Session, trial_id: str) -> Protocol:
-    """The trial's current protocol; the hot paths fetch only its hash once it has been parsed."""
-    sha = session.scalar(select(ProtocolVersion.sha256).where(ProtocolVersion.trial_id == trial_id)
-                         .order_by(ProtocolVersion.number.desc()).limit(1))
+    """The trial's current protocol; the hot paths fetch only its hash once it has been parsed (or not even
+    that, when the transaction read it with its first rows: remember_current_sha)."""
+    sha = session.info.get(_SHA, {}).get(trial_id)
+    if sha is None:
+        sha = session.scalar(select(ProtocolVersion.sha256).where(ProtocolVersion.trial_id == trial_id)
+                             .order_by(ProtocolVersion.number.desc()).limit(1))
     if sha is None:
         raise NotFound(f"unknown trial {trial_id!r}")
     cached = _PARSED.get(sha)
@@ -88,6 +116,7 @@ def load_protocol(session: Session, actor: Actor, path: str | Path) -> tuple[Pro
     version = ProtocolVersion(trial_id=proto.id, number=number, label=proto.version, sha256=sha,
                               source_name=path.name, source_text=text, loaded_by=actor.username)
     session.add(version)
+    session.info.get(_SHA, {}).pop(proto.id, None)  # a new current version from now on
     session.flush()
     audit.record(session, actor, "protocol:load" if number == 1 else "protocol:amend", "protocol_version",
                  version.id, trial=proto.id, field="sha256", new=sha,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from trialmgr import clock
@@ -94,7 +94,24 @@ def list_visits(session: Session, participant: Participant, day: dt.date | None 
     return out
 
 
+_KNOWN = "trialmgr.visits"  # session.info: (participant id, code) -> VisitRecord, for this transaction only
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_KNOWN, None)
+
+
+def remember_visit(session: Session, visit: VisitRecord) -> None:
+    """Keep a visit read together with its participant (crf.participant_for_entry) for get_visit."""
+    session.info.setdefault(_KNOWN, {})[(visit.participant_id, visit.code)] = visit
+
+
 def get_visit(session: Session, participant: Participant, code: str) -> VisitRecord:
+    row = session.info.get(_KNOWN, {}).get((participant.id, code))
+    if row is not None:
+        return row
     row = session.scalar(select(VisitRecord).where(VisitRecord.participant_id == participant.id,
                                                    VisitRecord.code == code))
     if row is None:
