@@ -268,9 +268,14 @@ def next_entry(head: ChainHead | None, fields: Mapping[str, Any]) -> dict[str, A
     row["prev_hash"] = prev
     # The values were checked above, so hash them the way the verifier does (the same bytes as entry_bytes,
     # without re-validating): this runs once per audited field on every save.
-    values = (prev, *[row[f] for f in HASHED_FIELDS[:-1]], ts_text)
-    row["hash"] = hashlib.sha256(_ENTRY_PREFIX + array_bytes(values)).hexdigest()
+    row["hash"] = hash_values((prev, *[row[f] for f in HASHED_FIELDS[:-1]], ts_text))
     return row
+
+
+def hash_values(values: tuple) -> str:
+    """The entry hash of its hashed array: ``(prev_hash, *HASHED_FIELDS)`` with ``ts`` as its canonical UTC
+    text, every value text or None (the caller has checked them: next_entry, services.audit.record)."""
+    return hashlib.sha256(_ENTRY_PREFIX + array_bytes(values)).hexdigest()
 
 
 # -- keys --------------------------------------------------------------------------------------------------

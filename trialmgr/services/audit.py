@@ -11,10 +11,11 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import String, bindparam, case, event, func, insert, literal, select, type_coerce, update
+from sqlalchemy import String, case, event, func, literal, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from trialmgr import clock
 from trialmgr.db.base import utcnow
 from trialmgr.db.models_audit import AuditEntry, ChainHead, Checkpoint
 from trialmgr.domain import audit as chainlib
@@ -49,23 +50,58 @@ def _before_commit(session: Session) -> None:
     write_pending(session)
 
 
+# Entries are inserted in this column order (the hashed fields, then the chain position and the two hashes).
+INSERT_COLUMNS = (*chainlib.HASHED_FIELDS, "chain_seq", "prev_hash", "hash")
+_TS = chainlib.HASHED_FIELDS.index("ts")
+_STATEMENTS: dict[tuple[str, int], str] = {}
+
+
+# Plain driver statements (index: is PostgreSQL): these run in every audited transaction. SQLite has no row
+# locks (its writers are serialized by BEGIN IMMEDIATE); PostgreSQL locks the head row.
+_HEAD_SQL = {
+    True: {"lock": "SELECT chain_seq, hash FROM audit_chain_head WHERE chain = %s FOR UPDATE",
+           "update": "UPDATE audit_chain_head SET chain_seq = %s, hash = %s WHERE chain = %s"},
+    False: {"lock": "SELECT chain_seq, hash FROM audit_chain_head WHERE chain = ?",
+            "update": "UPDATE audit_chain_head SET chain_seq = ?, hash = ? WHERE chain = ?"},
+}
+
+
+def _insert_sql(dialect: str, rows: int) -> str:
+    """INSERT of ``rows`` entries: PostgreSQL gets one multi-row statement (one execution, not one per row);
+    SQLite gets the one-row statement for the driver's executemany, which loops in C."""
+    key = (dialect, rows if dialect == "postgresql" else 1)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        mark = "%s" if dialect == "postgresql" else "?"
+        one = "(" + ", ".join([mark] * len(INSERT_COLUMNS)) + ")"
+        sql = (f"INSERT INTO {AuditEntry.__tablename__} ({', '.join(INSERT_COLUMNS)}) VALUES "  # noqa: S608
+               + ", ".join([one] * key[1]))  # (constant names and placeholders only; values are bound)
+        _STATEMENTS[key] = sql
+    return sql
+
+
 def write_pending(session: Session) -> None:
-    """Insert the buffered entries (one executemany) and advance the chain heads, in the caller's transaction.
+    """Insert the buffered entries and advance the chain heads, in the caller's transaction.
 
     Entries are buffered by record() and written at the next flush or commit: a form save's twenty entries
-    cost one multi-row INSERT, not twenty ORM round trips (bench/bench_form_save_audit.py).
+    cost one INSERT and one head UPDATE, sent as prepared driver statements (bench/bench_form_save_audit.py
+    measures what auditing adds to a save).
     """
     rows = session.info.pop(_PENDING, None)
     if not rows:
         return
     conn = session.connection()
-    conn.execute(insert(AuditEntry.__table__), rows)
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        for start in range(0, len(rows), 500):  # bounded statement size for bulk operations
+            chunk = rows[start:start + 500]
+            conn.exec_driver_sql(_insert_sql(dialect, len(chunk)), tuple(v for row in chunk for v in row))
+    else:
+        conn.exec_driver_sql(_insert_sql(dialect, 1), rows)
     heads = session.info.get(_HEADS, {})
-    moved = [{"c": chain, "s": h["chain_seq"], "h": h["hash"]} for chain, h in heads.items() if h.pop("dirty", False)]
+    moved = [(h["chain_seq"], h["hash"], chain) for chain, h in heads.items() if h.pop("dirty", False)]
     if moved:
-        table = ChainHead.__table__
-        conn.execute(update(table).where(table.c.chain == bindparam("c"))
-                     .values(chain_seq=bindparam("s"), hash=bindparam("h")), moved)
+        conn.exec_driver_sql(_HEAD_SQL[dialect == "postgresql"]["update"], moved)
 
 
 def chain_name(trial: str | None, participant: str | None = None, *, user: str | None = None) -> str:
@@ -84,14 +120,15 @@ def _lock_head(session: Session, chain: str, trial: str | None) -> dict:
         return head
     table = ChainHead.__table__
     conn = session.connection()
-    lock = select(table.c.chain_seq, table.c.hash).where(table.c.chain == chain).with_for_update()
-    row = conn.execute(lock).first()
+    pg = conn.dialect.name == "postgresql"
+    lock = _HEAD_SQL[pg]["lock"]
+    row = conn.exec_driver_sql(lock, (chain,)).first()
     if row is None:  # a new chain: create its head (a concurrent creator wins harmlessly), then lock it
-        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+        ins = (postgresql.insert if pg else sqlite.insert)(table)
         conn.execute(ins.values(chain=chain, trial=trial, chain_seq=0, hash=chainlib.GENESIS_HASH, checkpointed_seq=0)
                      .on_conflict_do_nothing(index_elements=["chain"]))
-        row = conn.execute(lock).one()
-    head = {"chain_seq": row.chain_seq, "hash": row.hash}
+        row = conn.exec_driver_sql(lock, (chain,)).one()
+    head = {"chain_seq": row[0], "hash": row[1], "sqlite": not pg}
     heads[chain] = head
     return head
 
@@ -112,7 +149,7 @@ def record(
     chain: str | None = None,
     require_reason: bool = False,
     ts: dt.datetime | None = None,
-) -> dict:
+) -> None:
     """Append one audit entry describing a change the caller is making in this same transaction.
 
     The entry is written at the transaction's next flush or commit (write_pending); it never outlives a rollback.
@@ -122,30 +159,38 @@ def record(
     trial = trial if trial is not None else actor.trial
     chain = chain or chain_name(trial, participant, user=actor.username)
     head = _lock_head(session, chain, trial)
-    fields = {
-        "trial": trial,
-        "chain": chain,
-        "ts": ts or utcnow(),
-        "actor_user": actor.username,
-        "actor_role": str(actor.role) if actor.role else None,
-        "actor_site": actor.site,
-        "action": action,
-        "entity_type": entity_type,
-        "entity_id": None if entity_id is None else str(entity_id),
-        "participant": participant,
-        "field": field,
-        "old_value": old,
-        "new_value": new,
-        "reason": reason.strip() if reason else None,
-        "request_id": actor.request_id,
-        "client_addr": actor.client_addr,
-    }
-    current = chainlib.ChainHead(chain=chain, chain_seq=head["chain_seq"], hash=head["hash"]) \
-        if head["chain_seq"] else None
-    row = chainlib.next_entry(current, fields)
-    session.info.setdefault(_PENDING, []).append(row)
-    head.update(chain_seq=row["chain_seq"], hash=row["hash"], dirty=True)
-    return row
+    ts = ts or clock.now()
+    prev = head["hash"]
+    chain_seq = head["chain_seq"] + 1
+    values = [prev, chain, trial, actor.username, str(actor.role) if actor.role else None, actor.site, action,
+              entity_type, None if entity_id is None else str(entity_id), participant, field, old, new,
+              reason.strip() if reason else None, actor.request_id, actor.client_addr, chainlib.utc_text(ts)]
+    if not {type(v) for v in values} <= _TEXT_TYPES:
+        _plain(values)
+    digest = chainlib.hash_values(tuple(values))
+    stored = values[1:]
+    if head["sqlite"]:  # SQLAlchemy's SQLite storage text of the same instant
+        text = stored[_TS]
+        stored[_TS] = f"{text[:10]} {text[11:26]}"
+    else:
+        stored[_TS] = ts
+    session.info.setdefault(_PENDING, []).append((*stored, chain_seq, prev, digest))
+    head["chain_seq"], head["hash"], head["dirty"] = chain_seq, digest, True
+
+
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
+def _plain(values: list) -> None:
+    """Hash and store text exactly as the database will hold it: a StrEnum member by its value."""
+    for k, value in enumerate(values):
+        if value is not None and type(value) is not str:
+            if not isinstance(value, str):
+                raise ValueError(f"{_NAMES[k]}: expected text or None, got {type(value).__name__}")
+            values[k] = str.__str__(value)
+
+
+_NAMES = ("prev_hash", *chainlib.HASHED_FIELDS)
 
 
 def record_changes(session: Session, actor: Actor, action: str, entity_type: str, entity_id: Any,
