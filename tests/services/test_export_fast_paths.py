@@ -108,3 +108,62 @@ def test_form_fast_path_writes_what_the_csv_module_and_odm_write(deidentified):
                 r.values[text_field] = 'a, "b" & <c>'
                 assert plan.fast(r) is None
     assert fast > checked * 0.8
+
+
+# -- the audit trail read alongside the form data (PostgreSQL, committed data) ------------------------------
+
+
+def test_the_trail_read_alongside_is_the_trail_read_after(tmp_path, settings, monkeypatch):
+    """On PostgreSQL a second connection sharing the export's snapshot writes entries.jsonl while the forms are
+    formatted; the bundle is byte for byte the one the export's own connection gives."""
+    import zipfile
+
+    from tests.conftest import PG_URL, throwaway_postgres
+    from tests.support import DEFAULT_PROTOCOL
+    from trialmgr.db import Database
+    from trialmgr.db import migrate as migrations
+    from trialmgr.domain.bundle import verify_bundle
+    from trialmgr.domain.vocab import Role
+    from trialmgr.services import trials
+
+    if not PG_URL:
+        pytest.skip("the alongside path is PostgreSQL's")
+    with throwaway_postgres(PG_URL, "trialmgr_exp") as url:
+        db = Database(url)
+        try:
+            migrations.upgrade(db.engine)
+            with db.session() as s:
+                trials.load_protocol(s, cli_actor(), DEFAULT_PROTOCOL)
+            actor = cli_actor(trial=T)
+            for i, text in enumerate(AWKWARD):
+                with db.session() as s:
+                    audit.record(s, actor, "form:update", "form", f"BL/{text}", participant=f"DE-{i:04d}",
+                                 field=text, old=text or None, new=text[::-1])
+                    audit.record(s, actor, "allocation:create", "allocation", text, participant=f"PA-{i:04d}")
+            investigator = cli_actor(role=Role.INVESTIGATOR, trial=T)
+            started = []
+            real = audit_trail.Alongside.__init__
+
+            def spy(self, *a, **k):
+                started.append(True)
+                real(self, *a, **k)
+
+            monkeypatch.setattr(audit_trail.Alongside, "__init__", spy)
+            bundles = {}
+            for alongside in (True, False):
+                if not alongside:
+                    monkeypatch.setattr(audit_trail, "can_read_alongside", lambda _s: False)
+                path = tmp_path / f"{alongside}.zip"
+                with db.session() as s:
+                    bundle.build(s, investigator, settings, T, path, blinded=True)
+                    s.rollback()  # the same audit trail for the second export
+                assert verify_bundle(path).ok
+                with zipfile.ZipFile(path) as zf:
+                    bundles[alongside] = {n: zf.read(n) for n in zf.namelist()
+                                          if n not in ("manifest.json", "README.txt", "odm.xml",
+                                                       "audit/checkpoints.jsonl")}
+            assert started == [True]
+            assert bundles[True]["audit/entries.jsonl"].count(b"\n") >= 2 * len(AWKWARD)
+            assert bundles[True] == bundles[False]
+        finally:
+            db.dispose()

@@ -16,10 +16,12 @@ Two ways to the same bytes:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import DateTime, Integer, String, Text, text
 from sqlalchemy.orm import Session
 
 from trialmgr.db.models_audit import AuditEntry
@@ -117,10 +119,13 @@ def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
 
 
 def _pg_copy(write: Callable[[bytes], object], session: Session, select_sql: str, trial_id: str) -> None:
-    """Stream the lines with COPY (text format) on the session's own connection and transaction. COPY's text
-    format doubles every backslash (JSON text holds no raw control characters, its only other escapes); the
-    pairs are undone on whole lines."""
-    conn = session.connection().connection.driver_connection
+    _copy_lines(write, session.connection().connection.driver_connection, select_sql, trial_id)
+
+
+def _copy_lines(write: Callable[[bytes], object], conn, select_sql: str, trial_id: str) -> None:
+    """Stream the lines with COPY (text format) on a psycopg connection, in its current transaction. COPY's
+    text format doubles every backslash (JSON text holds no raw control characters, its only other escapes);
+    the pairs are undone on whole lines."""
     pending: list[bytes] = []
     size = 0
     carry = b""
@@ -137,3 +142,53 @@ def _pg_copy(write: Callable[[bytes], object], session: Session, select_sql: str
     data = carry + b"".join(pending)
     if data:
         write(data.replace(b"\\\\", b"\\"))
+
+
+# -- alongside the rest of the export ---------------------------------------------------------------------
+
+
+def can_read_alongside(session: Session) -> bool:
+    """True on PostgreSQL when this transaction has written nothing yet (entries pending in the session are
+    written first): another connection sharing its snapshot then sees exactly the entries this transaction
+    would. Call before the export writes its checkpoint (which does not touch audit_entry)."""
+    if session.get_bind().dialect.name != "postgresql" or pg_copy_sql(False, False) is None:
+        return False
+    audit.write_pending(session)
+    return bool(session.execute(text("SELECT pg_current_xact_id_if_assigned() IS NULL")).scalar())
+
+
+class Alongside:
+    """entries.jsonl written to a file by a second connection, in a thread, while the export formats the form
+    data: the database renders the lines on one core while Python formats the forms on the other.
+
+    The connection imports the export transaction's snapshot (pg_export_snapshot / SET TRANSACTION SNAPSHOT,
+    read only, repeatable read), so it reads the trail as of that moment, as the export's own connection would
+    (can_read_alongside: that transaction has written no entries of its own)."""
+
+    def __init__(self, session: Session, path: Path, trial_id: str, blinded: bool, deidentified: bool) -> None:
+        self.path = path
+        self._error: BaseException | None = None
+        sql = pg_copy_sql(blinded, deidentified)
+        snapshot = session.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+        engine = session.get_bind().engine
+        self._thread = threading.Thread(target=self._run, args=(engine, snapshot, sql, trial_id),
+                                        name="bundle-audit", daemon=True)
+        self._thread.start()
+
+    def _run(self, engine, snapshot: str, sql: str, trial_id: str) -> None:
+        try:
+            with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, \
+                    open(self.path, "wb", buffering=1 << 20) as fh:
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                _copy_lines(fh.write, conn.connection.driver_connection, sql, trial_id)
+                conn.rollback()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result() in the export's thread
+            self._error = exc
+
+    def result(self) -> Path:
+        """The file, once written (re-raises the thread's error)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.path

@@ -213,6 +213,7 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
     proto = trials.protocol_from_version(version_row)
     locked = trial.data_state is DataState.LOCKED
     key = audit_private_key(settings)
+    alongside = audit_trail.can_read_alongside(session)
     cp = audit.create_checkpoint(session, key, "export")
     last_cp = cp or session.scalars(select(audit.Checkpoint).order_by(audit.Checkpoint.seq.desc()).limit(1)).first()
     lock_time = None
@@ -229,7 +230,10 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
     counts: dict[str, int] = {}
     tmp = tempfile.TemporaryDirectory(prefix="trialmgr-export-")  # spooled files live until the zip is closed
     z = _Zip(out_path)
+    trail = None
     try:
+        if alongside:
+            trail = audit_trail.Alongside(session, Path(tmp.name) / "entries.jsonl", trial_id, blinded, deidentified)
         factors = [name for name, _ in proto.strata_factors()]
         z.csv("participants.csv", [["participant", "site", *factors, "stratum", "consent_date", "randomization_date",
                                     "arm", "status"]] + [
@@ -264,8 +268,11 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
         z.text("load.R", lambda out: out.write(formats.r_script(proto, list(proto.forms), fields_of, arm_codes)))
         z.text("load.do", lambda out: out.write(formats.stata_script(proto, list(proto.forms), fields_of)))
         tick("audit", 3, 4)
-        z.text("audit/entries.jsonl", lambda out: audit_trail.write_entries(out.write_bytes, session, trial_id,
-                                                                            blinded, deidentified))
+        if trail is not None:
+            z.copy("audit/entries.jsonl", trail.result())
+        else:
+            z.text("audit/entries.jsonl", lambda out: audit_trail.write_entries(out.write_bytes, session, trial_id,
+                                                                                blinded, deidentified))
         z.text("audit/checkpoints.jsonl", lambda out: _checkpoints(out, session))
         z.text("audit/public_key.pem", lambda out: out.write(chainlib.public_key_pem(key).decode()))
         # Keys retired by `trialmgr keys rotate-audit` signed the older checkpoints; the signed manifest lists
@@ -297,6 +304,9 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
         manifest["signature"] = chainlib.sign_bytes(key, chainlib.canonical_bytes(manifest))
         z.text("manifest.json", lambda out: out.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n"))
     except BaseException:
+        if trail is not None:
+            with contextlib.suppress(BaseException):
+                trail.result()
         z.close(quiet=True)
         tmp.cleanup()
         raise
