@@ -53,31 +53,19 @@ def _before_commit(session: Session) -> None:
 # Entries are inserted in this column order (the hashed fields, then the chain position and the two hashes).
 INSERT_COLUMNS = (*chainlib.HASHED_FIELDS, "chain_seq", "prev_hash", "hash")
 _TS = chainlib.HASHED_FIELDS.index("ts")
-_STATEMENTS: dict[tuple[str, int], str] = {}
 
 
-# Plain driver statements (index: is PostgreSQL): these run in every audited transaction. SQLite has no row
-# locks (its writers are serialized by BEGIN IMMEDIATE); PostgreSQL locks the head row.
-_HEAD_SQL = {
-    True: {"lock": "SELECT chain_seq, hash FROM audit_chain_head WHERE chain = %s FOR UPDATE",
-           "update": "UPDATE audit_chain_head SET chain_seq = %s, hash = %s WHERE chain = %s"},
-    False: {"lock": "SELECT chain_seq, hash FROM audit_chain_head WHERE chain = ?",
-            "update": "UPDATE audit_chain_head SET chain_seq = ?, hash = ? WHERE chain = ?"},
+# Plain driver statements: these run in every audited transaction. SQLite has no row locks (its writers are
+# serialized by BEGIN IMMEDIATE); PostgreSQL locks the head row (key: is PostgreSQL).
+_LOCK_SQL = {
+    True: "SELECT chain_seq, hash FROM audit_chain_head WHERE chain = %s FOR UPDATE",
+    False: "SELECT chain_seq, hash FROM audit_chain_head WHERE chain = ?",
 }
+_SQLITE_HEAD_UPDATE = "UPDATE audit_chain_head SET chain_seq = ?, hash = ? WHERE chain = ?"
 
 
-def _insert_sql(dialect: str, rows: int) -> str:
-    """INSERT of ``rows`` entries: PostgreSQL gets one multi-row statement (one execution, not one per row);
-    SQLite gets the one-row statement for the driver's executemany, which loops in C."""
-    key = (dialect, rows if dialect == "postgresql" else 1)
-    sql = _STATEMENTS.get(key)
-    if sql is None:
-        mark = "%s" if dialect == "postgresql" else "?"
-        one = "(" + ", ".join([mark] * len(INSERT_COLUMNS)) + ")"
-        sql = (f"INSERT INTO {AuditEntry.__tablename__} ({', '.join(INSERT_COLUMNS)}) VALUES "  # noqa: S608
-               + ", ".join([one] * key[1]))  # (constant names and placeholders only; values are bound)
-        _STATEMENTS[key] = sql
-    return sql
+_SQLITE_INSERT = (f"INSERT INTO {AuditEntry.__tablename__} ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608
+                  f"VALUES ({', '.join(['?'] * len(INSERT_COLUMNS))})")  # (constant names; values are bound)
 
 
 def write_pending(session: Session) -> None:
@@ -91,17 +79,32 @@ def write_pending(session: Session) -> None:
     if not rows:
         return
     conn = session.connection()
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        for start in range(0, len(rows), 500):  # bounded statement size for bulk operations
-            chunk = rows[start:start + 500]
-            conn.exec_driver_sql(_insert_sql(dialect, len(chunk)), tuple(v for row in chunk for v in row))
-    else:
-        conn.exec_driver_sql(_insert_sql(dialect, 1), rows)
     heads = session.info.get(_HEADS, {})
-    moved = [(h["chain_seq"], h["hash"], chain) for chain, h in heads.items() if h.pop("dirty", False)]
-    if moved:
-        conn.exec_driver_sql(_HEAD_SQL[dialect == "postgresql"]["update"], moved)
+    moved = [(chain, h["chain_seq"], h["hash"]) for chain, h in heads.items() if h.pop("dirty", False)]
+    if conn.dialect.name != "postgresql":
+        conn.exec_driver_sql(_SQLITE_INSERT, rows)  # executemany: the driver loops in C
+        if moved:
+            conn.exec_driver_sql(_SQLITE_HEAD_UPDATE, [(s, h, c) for c, s, h in moved])
+        return
+    # PostgreSQL: the entries and the heads they advance in ONE statement of constant text (column arrays
+    # through unnest), so the driver caches it and the server keeps it prepared: one round trip per commit.
+    if not moved:  # (record() always moves a head)
+        raise RuntimeError("audit entries without a chain head to advance")
+    conn.exec_driver_sql(_PG_WRITE, (*map(list, zip(*rows, strict=True)), *map(list, zip(*moved, strict=True))))
+
+
+def _pg_write_sql() -> str:
+    types = {"ts": "timestamptz", "chain_seq": "integer"}
+    arrays = ", ".join(f"%s::{types.get(c, 'text')}[]" for c in INSERT_COLUMNS)
+    return (f"WITH entries AS (INSERT INTO {AuditEntry.__tablename__} ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608
+            # seq follows the array order (chain_seq order within a chain): ORDER BY the ordinality says so.
+            f"SELECT {', '.join(INSERT_COLUMNS)} FROM unnest({arrays}) WITH ORDINALITY "
+            f"AS u ({', '.join(INSERT_COLUMNS)}, n) ORDER BY n) "  # (constant names only; the values are bound)
+            "UPDATE audit_chain_head AS h SET chain_seq = v.chain_seq, hash = v.hash "
+            "FROM unnest(%s::text[], %s::integer[], %s::text[]) AS v (chain, chain_seq, hash) WHERE h.chain = v.chain")
+
+
+_PG_WRITE = _pg_write_sql()
 
 
 def chain_name(trial: str | None, participant: str | None = None, *, user: str | None = None) -> str:
@@ -121,7 +124,7 @@ def _lock_head(session: Session, chain: str, trial: str | None) -> dict:
     table = ChainHead.__table__
     conn = session.connection()
     pg = conn.dialect.name == "postgresql"
-    lock = _HEAD_SQL[pg]["lock"]
+    lock = _LOCK_SQL[pg]
     row = conn.exec_driver_sql(lock, (chain,)).first()
     if row is None:  # a new chain: create its head (a concurrent creator wins harmlessly), then lock it
         ins = (postgresql.insert if pg else sqlite.insert)(table)
