@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from trialmgr.db.base import utcnow
@@ -291,6 +291,19 @@ class TokenIdentity:
     last_used_at: dt.datetime | None
 
 
+def _token_identity_statement():
+    t, u, ra = ApiToken.__table__.c, User.__table__.c, RoleAssignment.__table__.c
+    return (select(t.id, t.trial_id, t.role, t.expires_at, t.revoked_at, t.last_used_at, u.id, u.username,
+                   u.full_name, u.active, ra.id, ra.site_code)
+            .select_from(ApiToken.__table__.join(User.__table__, u.id == t.user_id)
+                         .outerjoin(RoleAssignment.__table__,
+                                    (ra.user_id == u.id) & (ra.trial_id == t.trial_id) & (ra.role == t.role)))
+            .where(t.token_hash == bindparam("token_hash")))
+
+
+_TOKEN_IDENTITY = _token_identity_statement()
+
+
 def token_identity(session: Session, plaintext: str) -> TokenIdentity | None:
     """authenticate_token and the user's matching role assignments in ONE query (the API's per-request check).
 
@@ -299,14 +312,9 @@ def token_identity(session: Session, plaintext: str) -> TokenIdentity | None:
     """
     if not plaintext or not plaintext.startswith(TOKEN_PREFIX):
         return None
-    t, u, ra = ApiToken.__table__.c, User.__table__.c, RoleAssignment.__table__.c
-    stmt = (select(t.id, t.trial_id, t.role, t.expires_at, t.revoked_at, t.last_used_at, u.id, u.username,
-                   u.full_name, u.active, ra.id, ra.site_code)
-            .select_from(ApiToken.__table__.join(User.__table__, u.id == t.user_id)
-                         .outerjoin(RoleAssignment.__table__,
-                                    (ra.user_id == u.id) & (ra.trial_id == t.trial_id) & (ra.role == t.role)))
-            .where(t.token_hash == _token_digest(plaintext)))
-    rows = session.connection().execute(stmt).all()  # Core rows: no ORM objects for a per-request check
+    # Core rows: no ORM objects for a per-request check; the statement is built once (building it cost more
+    # than running it).
+    rows = session.connection().execute(_TOKEN_IDENTITY, {"token_hash": _token_digest(plaintext)}).all()
     if not rows:
         return None
     (token_id, trial, role, expires_at, revoked_at, last_used_at, user_id, username, full_name, active,

@@ -11,8 +11,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import and_, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from trialmgr.db.base import utcnow
 from trialmgr.db.models_accounts import Trial
@@ -103,6 +104,39 @@ def _locate(session: Session, proto: Protocol, participant: Participant, form: F
     return visit, record, instance
 
 
+# The statements of a save are built once: building a select with its joins cost more than running it.
+def _entry_statement(with_visit: bool):
+    stmt = (select(Participant, Trial, trials.current_sha_column(Participant.trial_id))
+            .join(Trial, Trial.id == Participant.trial_id)
+            .where(Participant.trial_id == bindparam("trial_id"), Participant.code == bindparam("code")))
+    if with_visit:
+        stmt = stmt.add_columns(VisitRecord).outerjoin(VisitRecord, and_(
+            VisitRecord.participant_id == Participant.id, VisitRecord.code == bindparam("visit_code")))
+    return stmt.with_for_update(of=Participant)
+
+
+_ENTRY, _ENTRY_WITH_VISIT = _entry_statement(False), _entry_statement(True)
+# The form records of a visit (locked), with the stored values of one of them.
+_VISIT_RECORDS = (select(FormRecord, FormValue)
+                  .outerjoin(FormValue, and_(FormValue.record_id == FormRecord.id,
+                                             FormRecord.form_id == bindparam("form_id")))
+                  .where(FormRecord.participant_id == bindparam("participant_id"),
+                         FormRecord.visit_id == bindparam("visit_id"))
+                  .with_for_update(of=FormRecord))
+
+
+_INSERT_VALUE = insert(FormValue.__table__)
+_UPDATE_VALUE = (update(FormValue.__table__)
+                 .where(FormValue.record_id == bindparam("b_record"), FormValue.field_id == bindparam("b_field"))
+                 .values(value=bindparam("value"), missing_code=bindparam("missing_code")))
+
+
+_INSERT_RECORD = insert(FormRecord.__table__).returning(FormRecord.__table__.c.id)
+_RECORD_COLUMNS = ("status", "version", "updated_at", "updated_by", "sdv_at", "sdv_by", "serious")
+_UPDATE_RECORD = (update(FormRecord.__table__).where(FormRecord.id == bindparam("b_id"))
+                  .values({name: bindparam(name) for name in _RECORD_COLUMNS}))
+
+
 def participant_for_entry(session: Session, actor: Actor, trial_id: str, code: str,
                           visit_code: str | None = None) -> Participant:
     """enrollment.get_participant(..., lock=True) for data entry, in one round trip.
@@ -112,13 +146,8 @@ def participant_for_entry(session: Session, actor: Actor, trial_id: str, code: s
     visit named. The session keeps them for save_form: trials.get_trial finds the trial in the identity map
     (its data state is checked there), trials.current_protocol the hash, visits.get_visit the visit.
     """
-    stmt = (select(Participant, Trial, trials.current_sha_column(Participant.trial_id))
-            .join(Trial, Trial.id == Participant.trial_id)
-            .where(Participant.trial_id == trial_id, Participant.code == code))
-    if visit_code:
-        stmt = stmt.add_columns(VisitRecord).outerjoin(
-            VisitRecord, and_(VisitRecord.participant_id == Participant.id, VisitRecord.code == visit_code))
-    row = session.execute(stmt.with_for_update(of=Participant)).first()
+    params = {"trial_id": trial_id, "code": code, "visit_code": visit_code}
+    row = session.execute(_ENTRY_WITH_VISIT if visit_code else _ENTRY, params).first()
     if row is None or not actor.sees_site(row[0].site_code):
         raise NotFound(f"no participant {code!r} at your sites")
     trials.remember(session, row[1], row[2])
@@ -145,11 +174,8 @@ def _locate_for_save(session: Session, proto: Protocol, participant: Participant
     visit = visits.get_visit(session, participant, visit_code)
     if form.id not in visits.visit_forms(proto, visit):
         raise NotFound(f"visit {visit_code} has no form {form.id!r}")
-    rows = session.execute(
-        select(FormRecord, FormValue)
-        .outerjoin(FormValue, and_(FormValue.record_id == FormRecord.id, FormRecord.form_id == form.id))
-        .where(FormRecord.participant_id == participant.id, FormRecord.visit_id == visit.id)
-        .with_for_update(of=FormRecord)).all()
+    rows = session.execute(_VISIT_RECORDS, {"form_id": form.id, "participant_id": participant.id,
+                                            "visit_id": visit.id}).all()
     record, old_rows, statuses = None, {}, {}
     for rec, value in rows:
         statuses[rec.form_id] = rec.status
@@ -244,16 +270,19 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     if entered_changes and not (reason and reason.strip()):
         raise ReasonRequired("a reason for change is required to change saved values: " + ", ".join(entered_changes))
 
+    conn = session.connection()
     creating = record is None
     if creating:
         # Written whole in one INSERT (its id is needed for the values): no UPDATE of the same row follows.
         now = utcnow()
-        record = FormRecord(trial_id=participant.trial_id, participant_id=participant.id,
-                            visit_id=visit.id if visit else None, form_id=form.id, instance=instance, status=status,
-                            version=1, created_at=now, updated_at=now, updated_by=actor.username, locked=False,
-                            serious=form.id == "adverse_event" and result.values.get("serious") is True)
+        columns = {"trial_id": participant.trial_id, "participant_id": participant.id,
+                   "visit_id": visit.id if visit else None, "form_id": form.id, "instance": instance,
+                   "status": status, "version": 1, "created_at": now, "updated_at": now,
+                   "updated_by": actor.username, "sdv_at": None, "sdv_by": None, "locked": False,
+                   "serious": form.id == "adverse_event" and result.values.get("serious") is True}
+        record = FormRecord(id=conn.execute(_INSERT_RECORD, columns).scalar_one(), **columns)
+        make_transient_to_detached(record)  # as if loaded: in the session, nothing left to flush
         session.add(record)
-        session.flush()
 
     eid = entity_id(form.id, visit.code if visit else None, instance)
     action = "form:create" if creating else "form:update"
@@ -264,7 +293,8 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     inserts = [{"record_id": record.id, "field_id": name, "value": new[name][0], "missing_code": new[name][1],
                 "derived": new[name][2]} for name in changes if name in new and name not in old_rows]
     if inserts:
-        session.execute(insert(FormValue), inserts)
+        conn.execute(_INSERT_VALUE, inserts)
+    updates = []
     for name, (before, after) in changes.items():
         audit.record(session, actor, action, "form", eid, field=name, old=before, new=after,
                      reason=clean_reason if before is not None else None, **common)
@@ -272,21 +302,34 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
         if name not in new:
             session.delete(row)
         elif row is not None:
-            row.value, row.missing_code = new[name][0], new[name][1]
-    if creating or record.status != status:
-        audit.record(session, actor, action, "form", eid, field="_status", old=None if creating else record.status,
-                     new=status, **common)
-        record.status = status
-    if changes and record.sdv_at is not None:
-        audit.record(session, actor, "sdv:clear", "form", eid, field="_sdv", old=f"verified by {record.sdv_by}",
-                     new=None, reason="a value changed after verification", **common)
-        record.sdv_at, record.sdv_by = None, None
-    if changes and not creating:
-        record.version = (record.version or 0) + 1
-        record.updated_at = utcnow()
-        record.updated_by = actor.username
-    if form.id == "adverse_event":
-        record.serious = result.values.get("serious") is True
+            updates.append({"b_record": record.id, "b_field": name, "value": new[name][0],
+                            "missing_code": new[name][1]})
+            # Written below in one executemany; the loaded row says what the database now holds.
+            set_committed_value(row, "value", new[name][0])
+            set_committed_value(row, "missing_code", new[name][1])
+    if updates:
+        conn.execute(_UPDATE_VALUE, updates)
+    if creating:  # written whole by its INSERT
+        audit.record(session, actor, action, "form", eid, field="_status", old=None, new=status, **common)
+    else:
+        changed_cols: dict = {}
+        if record.status != status:
+            audit.record(session, actor, action, "form", eid, field="_status", old=record.status, new=status,
+                         **common)
+            changed_cols["status"] = status
+        if changes and record.sdv_at is not None:
+            audit.record(session, actor, "sdv:clear", "form", eid, field="_sdv", old=f"verified by {record.sdv_by}",
+                         new=None, reason="a value changed after verification", **common)
+            changed_cols.update(sdv_at=None, sdv_by=None)
+        if changes:
+            changed_cols.update(version=(record.version or 0) + 1, updated_at=utcnow(), updated_by=actor.username)
+        if form.id == "adverse_event" and record.serious != (result.values.get("serious") is True):
+            changed_cols["serious"] = result.values.get("serious") is True
+        if changed_cols:  # one UPDATE of the record, now; the loaded record says what the database holds
+            params = {name: changed_cols.get(name, getattr(record, name)) for name in _RECORD_COLUMNS}
+            conn.execute(_UPDATE_RECORD, {"b_id": record.id, **params})
+            for name, value in changed_cols.items():
+                set_committed_value(record, name, value)
     # No flush here: the changes, and the audit entries describing them, are written together at the next
     # query (autoflush) or at commit, in the same transaction.
     notify.form_saved(session, actor, participant, record)  # a serious adverse event mails the investigators
