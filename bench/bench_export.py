@@ -79,9 +79,12 @@ POOL = 200
 TARGET_RATIO = 3.0
 TARGET_MEM_GROWTH = 2.0
 CHILD_TIMEOUT = 1800.0
-# bundle.build's progress() names: the time between two calls is the stage named here.
-STAGE_NAMES = {"participants": "participants.csv", "odm.xml": "values_long.csv + small csv files",
-               "audit": "odm.xml + protocol, load.R, load.do", "done": "audit/ + manifest + export entry"}
+# bundle.build's progress() names: the time up to a call is the work named here (summed over repeated calls).
+STAGE_NAMES = {"participants": "participants.csv",
+               "records": "forms/*.csv + values_long.csv + odm.xml data (one pass)",
+               "files": "end of that pass + small csv files",
+               "audit": "protocol, load.R, load.do",
+               "done": "audit/ + manifest + zip finished + export entry"}
 
 
 log = common.log
@@ -386,11 +389,12 @@ def child_export(url: str, instance: Path, out: Path, profile: Path | None) -> d
         manifest = build()
     seconds = time.perf_counter() - t0
     db.dispose()
-    # progress() names the stage that just ENDED... except the first call ("participants") and the last: turn
-    # the timestamps into per-stage durations.
-    durations, last = {}, 0.0
+    # progress() names the stage that just ENDED ("records" is called every few thousand records): turn the
+    # timestamps into per-stage durations.
+    durations: dict[str, float] = {}
+    last = 0.0
     for name, at in stages:
-        durations[name] = at - last
+        durations[name] = durations.get(name, 0.0) + at - last
         last = at
     return {"seconds": seconds, "peak_rss_kb": rss_kb("VmHWM"),
             "start_rss_kb": start_rss, "bytes": out.stat().st_size, "values": manifest["counts"]["values"],

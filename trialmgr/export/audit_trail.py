@@ -181,6 +181,7 @@ class Alongside:
                     open(self.path, "wb", buffering=1 << 20) as fh:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                conn.exec_driver_sql("SET LOCAL jit = off")  # as the export's own transaction (bundle.build)
                 _copy_lines(fh.write, conn.connection.driver_connection, sql, trial_id)
                 conn.rollback()
         except BaseException as exc:  # noqa: BLE001 - re-raised by result() in the export's thread

@@ -3,10 +3,13 @@ in one place."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -142,17 +145,21 @@ def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject
 
 
 _PG_RECORDS = """
-SELECT fr.id, fr.participant_id, fr.form_id, fr.instance, fr.status, fr.sdv_at IS NOT NULL, v.code, v.position,
-       v.visit_date, x.fields, x.vals, x.missing
-FROM form_record fr
-JOIN participant p ON p.id = fr.participant_id
-LEFT JOIN visit v ON v.id = fr.visit_id
+SELECT r.id, r.participant_id, r.form_id, r.instance, r.status, r.sdv, r.vcode, r.position, r.visit_date,
+       x.fields, x.vals, x.missing
+FROM (SELECT fr.id, fr.participant_id, fr.form_id, fr.instance, fr.status, fr.sdv_at IS NOT NULL AS sdv,
+             v.code AS vcode, v.position, v.visit_date, p.site_code, p.number, coalesce(v.position, 1000000) AS vpos
+      FROM form_record fr
+      JOIN participant p ON p.id = fr.participant_id
+      LEFT JOIN visit v ON v.id = fr.visit_id
+      WHERE fr.trial_id = %s {form_filter}) r
 LEFT JOIN LATERAL (SELECT array_agg(fv.field_id) AS fields, array_agg(fv.value) AS vals,
                           array_agg(fv.missing_code) AS missing
-                   FROM form_value fv WHERE fv.record_id = fr.id) x ON true
-WHERE fr.trial_id = %s {form_filter}
-ORDER BY p.site_code, p.number, coalesce(v.position, 1000000), fr.form_id, fr.instance, fr.id
+                   FROM form_value fv WHERE fv.record_id = r.id) x ON true
+ORDER BY r.site_code, r.number, r.vpos, r.form_id, r.instance, r.id
 """
+# (The records are ordered before their values are gathered: the database sorts narrow rows in memory and
+# walks them in order, instead of sorting the rows with their arrays on disk.)
 
 
 def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject], form_id: str | None
@@ -164,9 +171,8 @@ def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Sub
     sql = _PG_RECORDS.format(form_filter="AND fr.form_id = %s" if form_id is not None else "")
     params = (proto.id, form_id) if form_id is not None else (proto.id,)
     with conn.cursor(name="trialmgr_export_records", binary=True) as cur:
-        cur.itersize = 2000
         cur.execute(sql, params)
-        for _rid, pid, fid, instance, status, sdv, vcode, pos, vdate, fields, vals, missing in cur:
+        for _rid, pid, fid, instance, status, sdv, vcode, pos, vdate, fields, vals, missing in _prefetched(cur):
             values: dict[str, str] = {}
             missed: dict[str, str] = {}
             if fields is not None:
@@ -176,6 +182,43 @@ def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Sub
                     elif value is not None:
                         values[field_id] = value
             yield fid, RecordRow(subjects_by_id[pid], vcode, pos or 0, vdate, instance, status, values, missed, sdv)
+
+
+def _prefetched(cur, batch: int = 1000) -> Iterator[tuple]:
+    """The rows of a server-side cursor, the next batch fetched by a thread while the caller works on this one.
+
+    A server-side cursor computes rows when they are fetched: fetching in line, the database waited for Python
+    to format a batch and Python waited for the database to compute the next. At most three batches are held.
+    The cursor is used by the thread alone until the rows end or the caller stops."""
+    batches: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            while not stop.is_set():
+                rows = cur.fetchmany(batch)
+                batches.put(rows)
+                if not rows:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            batches.put(exc)
+
+    worker = threading.Thread(target=fetch, name="export-records", daemon=True)
+    worker.start()
+    try:
+        while True:
+            rows = batches.get()
+            if isinstance(rows, BaseException):
+                raise rows
+            if not rows:
+                return
+            yield from rows
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a put() on a full queue, then let the thread end
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.05)
+        worker.join()
 
 
 def screenings(session: Session, proto: Protocol) -> Iterator[Screening]:
