@@ -151,7 +151,10 @@ def can_read_alongside(session: Session) -> bool:
     """True on PostgreSQL when this transaction has written nothing yet (entries pending in the session are
     written first): another connection sharing its snapshot then sees exactly the entries this transaction
     would. Call before the export writes its checkpoint (which does not touch audit_entry)."""
-    if session.get_bind().dialect.name != "postgresql" or pg_copy_sql(False, False) is None:
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql" or pg_copy_sql(False, False) is None:
+        return False
+    if (dialect.server_version_info or (0,)) < (13,):  # pg_current_xact_id_if_assigned() is PostgreSQL 13's
         return False
     audit.write_pending(session)
     return bool(session.execute(text("SELECT pg_current_xact_id_if_assigned() IS NULL")).scalar())
