@@ -36,6 +36,9 @@ from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (bench/common.py: throwaway databases)
 
 from trialmgr.domain import audit  # noqa: E402
 from trialmgr.domain.audit_verify import (  # noqa: E402
@@ -147,11 +150,74 @@ def time_floor(blobs: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
+def load(url: str, rows: list[tuple], checkpoints: list[dict]) -> None:
+    """The trail into a fresh database, as the application stores it (driver bulk load: COPY on PostgreSQL)."""
+    from trialmgr.db import make_engine, migrate
+
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    cols = ", ".join(VERIFY_COLUMNS)
+    ts_at = VERIFY_COLUMNS.index("ts")
+    with engine.begin() as conn:
+        raw = conn.connection.dbapi_connection
+        if engine.dialect.name == "postgresql":
+            with raw.cursor() as cur, cur.copy(f"COPY audit_entry ({cols}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row((*r[:ts_at], datetime.fromisoformat(r[ts_at]), *r[ts_at + 1:]))
+            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('audit_entry', 'seq'), "
+                                 "(SELECT MAX(seq) FROM audit_entry))")
+        else:
+            sql = f"INSERT INTO audit_entry ({cols}) VALUES ({', '.join(['?'] * len(VERIFY_COLUMNS))})"
+            raw.cursor().executemany(sql, ((*r[:ts_at], r[ts_at][:10] + " " + r[ts_at][11:26], *r[ts_at + 1:])
+                                           for r in rows))
+        for cp in checkpoints:
+            conn.exec_driver_sql(
+                "INSERT INTO audit_checkpoint (seq, ts, body, signature, key_id, reason) VALUES "
+                + ("(%s, %s, %s, %s, %s, %s)" if engine.dialect.name == "postgresql" else "(?, ?, ?, ?, ?, ?)"),
+                (cp["seq"], cp["ts"] if engine.dialect.name == "postgresql" else audit.utc_text(cp["ts"])[:26]
+                 .replace("T", " "), cp["body"], cp["signature"], cp["key_id"], "periodic"))
+        conn.exec_driver_sql("ANALYZE")
+    engine.dispose()
+
+
+def time_database(engine_name: str, rows: list[tuple], checkpoints: list[dict], public_key, workers: int,
+                  runs: int) -> tuple[float, float]:
+    """(parallel, sequential) seconds to verify the trail stored in a fresh database, read included."""
+    import tempfile
+
+    from trialmgr.db import Database
+    from trialmgr.services import audit_query
+
+    keys = {audit.key_id(public_key): public_key}
+    with tempfile.TemporaryDirectory() as tmp, common.database(engine_name, Path(tmp)) as url:
+        t0 = time.perf_counter()
+        load(url, rows, checkpoints)
+        print(f"  {engine_name}: loaded {len(rows):,} entries in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        db = Database(url)
+        par, seq = [], []
+        try:
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                report = audit_query.verify_parallel(db, keys, workers=workers)
+                par.append(time.perf_counter() - t0)
+                assert report.ok and report.entries == len(rows), report
+                t0 = time.perf_counter()
+                with db.session(write=False) as s:
+                    report = audit_query.verify(s, keys)
+                seq.append(time.perf_counter() - t0)
+                assert report.ok and report.entries == len(rows), report
+        finally:
+            db.dispose()
+    return statistics.median(par), statistics.median(seq)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="processes for the parallel verify (default 2)")
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both", "none"], default="both",
+                        help="also verify the trail stored in a fresh database, reading included (informational)")
     parser.add_argument("--quick", action="store_true", help="100,000 entries, 1 run")
     parser.add_argument("--json", type=Path, help="also write the result rows as JSON here (bench/README.md)")
     args = parser.parse_args(argv)
@@ -168,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     # As the verification query returns them: tuples in VERIFY_COLUMNS order, ts as canonical text.
     rows = [tuple(audit.utc_text(e[c]) if c == "ts" else e[c] for c in VERIFY_COLUMNS) for e in entries]
     del entries
+    engines = {"both": ["sqlite", "postgresql"], "none": []}.get(args.database, [args.database])
+    stored = {name: time_database(name, rows, checkpoints, public_key, args.workers, args.runs) for name in engines}
 
     gc.collect()
     gc.disable()  # neither side allocates cycles; collector pauses would only add noise
@@ -190,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label:<44}{secs:>10.3f}{secs / len(rows) * 1e6:>11.3f}{len(rows) / secs:>13,.0f}"
               f"{secs / f:>7.2f}x")
     print(f"ratio verify / floor: {v / f:.2f}x (target <= 3x); sequential / floor: {q / f:.2f}x")
+    for name, (p, sq) in stored.items():
+        print(f"from a {name} database, reading included: trialmgr audit verify {p:.2f} s ({args.workers} "
+              f"processes), sequential {sq:.2f} s (web/API)")
     if args.json:
         import json
 
@@ -199,6 +270,11 @@ def main(argv: list[str] | None = None) -> None:
              "value": round(v, 4), "ratio": round(v / f, 3), "ok": v / f <= 3, **common_keys},
             {"benchmark": f"audit verify ({len(rows):,} entries, sequential)", "figure": "verify time",
              "value": round(q, 4), "ratio": round(q / f, 3), "ok": None, **common_keys},
+            *({"benchmark": f"audit verify from {name} ({len(rows):,} entries, reading included)",
+               "figure": f"{label} time", "value": round(secs, 3), "unit": "s", "floor": round(f, 4),
+               "ratio": round(secs / f, 2), "target": None, "ok": None}
+              for name, pair in stored.items()
+              for label, secs in zip((f"{args.workers} processes", "sequential"), pair, strict=True)),
         ], indent=1), encoding="utf-8")
 
 
