@@ -80,11 +80,11 @@ TARGET_RATIO = 3.0
 TARGET_MEM_GROWTH = 2.0
 CHILD_TIMEOUT = 1800.0
 # bundle.build's progress() names: the time up to a call is the work named here (summed over repeated calls).
-STAGE_NAMES = {"participants": "participants.csv",
+STAGE_NAMES = {"audit": "audit/entries.jsonl (on PostgreSQL only started: it runs alongside)",
                "records": "forms/*.csv + values_long.csv + odm.xml data (one pass)",
-               "files": "end of that pass + small csv files",
-               "audit": "protocol, load.R, load.do",
-               "done": "audit/ + manifest + zip finished + export entry"}
+               "files": "end of that pass and of the audit trail + participants.csv + small csv files",
+               "scripts": "protocol, load.R, load.do",
+               "done": "checkpoints + manifest + zip finished + export entry"}
 
 
 log = common.log

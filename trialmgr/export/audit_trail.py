@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import orjson
 from sqlalchemy import DateTime, Integer, String, Text, text
@@ -161,38 +160,38 @@ def can_read_alongside(session: Session) -> bool:
 
 
 class Alongside:
-    """entries.jsonl written to a file by a second connection, in a thread, while the export formats the form
-    data: the database renders the lines on one core while Python formats the forms on the other.
+    """entries.jsonl streamed through ``write`` by a second connection, in a thread, while the export formats
+    the form data: the database renders the lines and the zip's thread deflates them while Python formats the
+    forms.
 
     The connection imports the export transaction's snapshot (pg_export_snapshot / SET TRANSACTION SNAPSHOT,
     read only, repeatable read), so it reads the trail as of that moment, as the export's own connection would
-    (can_read_alongside: that transaction has written no entries of its own)."""
+    (can_read_alongside: that transaction has written no entries of its own). ``write`` must be safe to call
+    from another thread (the bundle's zip queue is)."""
 
-    def __init__(self, session: Session, path: Path, trial_id: str, blinded: bool, deidentified: bool) -> None:
-        self.path = path
+    def __init__(self, session: Session, write: Callable[[bytes], object], trial_id: str, blinded: bool,
+                 deidentified: bool) -> None:
         self._error: BaseException | None = None
         sql = pg_copy_sql(blinded, deidentified)
         snapshot = session.execute(text("SELECT pg_export_snapshot()")).scalar_one()
         engine = session.get_bind().engine
-        self._thread = threading.Thread(target=self._run, args=(engine, snapshot, sql, trial_id),
+        self._thread = threading.Thread(target=self._run, args=(engine, snapshot, sql, trial_id, write),
                                         name="bundle-audit", daemon=True)
         self._thread.start()
 
-    def _run(self, engine, snapshot: str, sql: str, trial_id: str) -> None:
+    def _run(self, engine, snapshot: str, sql: str, trial_id: str, write: Callable[[bytes], object]) -> None:
         try:
-            with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, \
-                    open(self.path, "wb", buffering=1 << 20) as fh:
+            with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 conn.exec_driver_sql("SET LOCAL jit = off")  # as the export's own transaction (bundle.build)
-                _copy_lines(fh.write, conn.connection.driver_connection, sql, trial_id)
+                _copy_lines(write, conn.connection.driver_connection, sql, trial_id)
                 conn.rollback()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by result() in the export's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the export's thread
             self._error = exc
 
-    def result(self) -> Path:
-        """The file, once written (re-raises the thread's error)."""
+    def wait(self) -> None:
+        """Until every line is written (re-raises the thread's error)."""
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self.path

@@ -156,6 +156,15 @@ class _Zip:
         out.flush()
         self._put(("close", name, None))
 
+    def begin(self, name: str) -> Callable[[bytes], None]:
+        """Open a member and return its writer (safe to call from another thread); end() closes it. Nothing else
+        may be given to the zip in between."""
+        self._put(("open", name, None))
+        return lambda b: self._put(("data", name, b))
+
+    def end(self, name: str) -> None:
+        self._put(("close", name, None))
+
     def copy(self, name: str, path: Path) -> None:
         """Add a spooled file as a member (read by the writer thread: keep the file until close())."""
         self._put(("file", name, path))
@@ -236,8 +245,23 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
     z = _Zip(out_path)
     trail = None
     try:
+        # The audit trail is the first member: on PostgreSQL it is streamed into the zip by a second connection
+        # while the form data are formatted, and deflated meanwhile; the zip takes nothing else until it ends.
+        entries = "audit/entries.jsonl"
         if alongside:
-            trail = audit_trail.Alongside(session, Path(tmp.name) / "entries.jsonl", trial_id, blinded, deidentified)
+            trail = audit_trail.Alongside(session, z.begin(entries), trial_id, blinded, deidentified)
+        else:
+            z.text(entries, lambda out: audit_trail.write_entries(out.write_bytes, session, trial_id, blinded,
+                                                                  deidentified))
+        tick("audit", 1, 4)
+        created = lock_time or dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        spooled = _one_pass(session, proto, by_id, opts, Path(tmp.name), counts, odm_head=dict(
+            file_oid=f"{trial_id}.{'locked' if locked else 'interim'}", created=created, fields=fields_of,
+            description=f"{proto.title} ({'locked' if locked else 'INTERIM, unlocked'} data)"), tick=tick)
+        if trail is not None:
+            trail.wait()
+            z.end(entries)
+            trail = None
         factors = [name for name, _ in proto.strata_factors()]
         z.csv("participants.csv", [["participant", "site", *factors, "stratum", "consent_date", "randomization_date",
                                     "arm", "status"]] + [
@@ -246,11 +270,6 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
              dataset.date_text(s.randomized_at.date() if s.randomized_at else None, s.shift), s.arm or "", s.status]
             for s in subjects])
         counts["participants"] = len(subjects)
-        tick("participants", 1, 4)
-        created = lock_time or dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-        spooled = _one_pass(session, proto, by_id, opts, Path(tmp.name), counts, odm_head=dict(
-            file_oid=f"{trial_id}.{'locked' if locked else 'interim'}", created=created, fields=fields_of,
-            description=f"{proto.title} ({'locked' if locked else 'INTERIM, unlocked'} data)"), tick=tick)
         for form in proto.forms:
             z.copy(f"forms/{form.id}.csv", spooled[form.id])
         z.copy("values_long.csv", spooled["_long"])
@@ -271,12 +290,7 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
             [(a.code, a.label) for a in proto.arms]
         z.text("load.R", lambda out: out.write(formats.r_script(proto, list(proto.forms), fields_of, arm_codes)))
         z.text("load.do", lambda out: out.write(formats.stata_script(proto, list(proto.forms), fields_of)))
-        tick("audit", 3, 4)
-        if trail is not None:
-            z.copy("audit/entries.jsonl", trail.result())
-        else:
-            z.text("audit/entries.jsonl", lambda out: audit_trail.write_entries(out.write_bytes, session, trial_id,
-                                                                                blinded, deidentified))
+        tick("scripts", 3, 4)
         z.text("audit/checkpoints.jsonl", lambda out: _checkpoints(out, session))
         z.text("audit/public_key.pem", lambda out: out.write(chainlib.public_key_pem(key).decode()))
         # Keys retired by `trialmgr keys rotate-audit` signed the older checkpoints; the signed manifest lists
@@ -310,7 +324,7 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
     except BaseException:
         if trail is not None:
             with contextlib.suppress(BaseException):
-                trail.result()
+                trail.wait()
         z.close(quiet=True)
         tmp.cleanup()
         raise
