@@ -209,3 +209,53 @@ def test_stale_version_is_refused(db, randomized):
         with pytest.raises(Conflict, match="changed by"):
             crf.save_form(s, COORD, _p(s, code), "pain", {"back_pain": "4", "hip_pain": "3"}, visit_code="BL",
                           reason="r", expected_version=version)
+
+
+def test_values_added_changed_and_removed_reach_the_database(db, randomized):
+    """A save writes the record and its values without the unit of work (one statement on PostgreSQL): the
+    rows the database holds afterwards, and the loaded rows of the same transaction, agree with what was saved."""
+    code = randomized()
+
+    def stored(s, form_id):
+        rows = s.execute(text("SELECT v.field_id, v.value, v.missing_code FROM form_value v "
+                              "JOIN form_record r ON r.id = v.record_id JOIN participant p ON p.id = r.participant_id "
+                              "WHERE p.code = :code AND r.form_id = :form"), {"code": code, "form": form_id}).all()
+        record = s.execute(text("SELECT r.status, r.version FROM form_record r JOIN participant p "
+                                "ON p.id = r.participant_id WHERE p.code = :code AND r.form_id = :form"),
+                           {"code": code, "form": form_id}).one()
+        return {f: (v, m) for f, v, m in rows}, tuple(record)
+
+    with db.session() as s:
+        crf.save_form(s, COORD, _p(s, code), "pain", {"back_pain": "6"}, visit_code="BL", status="draft")
+    with db.session() as s:
+        assert stored(s, "pain") == ({"back_pain": ("6", None)}, ("draft", 1))
+        # A missing code added (new row, no reason needed: nothing saved before), the status completed.
+        crf.save_form(s, COORD, _p(s, code), "pain", {"back_pain": "6"}, missing={"hip_pain": "RF"}, visit_code="BL")
+        assert stored(s, "pain") == ({"back_pain": ("6", None), "hip_pain": (None, "RF")}, ("complete", 2))
+    with db.session() as s:
+        # The missing code replaced by a value and another value changed in the same save.
+        res = crf.save_form(s, COORD, _p(s, code), "pain", {"back_pain": "5", "hip_pain": "3"}, visit_code="BL",
+                            reason="source found")
+        assert sorted(res.changed) == ["back_pain", "hip_pain"]
+        assert stored(s, "pain") == ({"back_pain": ("5", None), "hip_pain": ("3", None)}, ("complete", 3))
+        view = crf.read_form(s, COORD, _p(s, code), "pain", "BL")  # same transaction: the loaded rows agree
+        assert (view.values, view.missing, view.record.version) == ({"back_pain": "5", "hip_pain": "3"}, {}, 3)
+
+    log = {"sessions_planned": "12", "sessions_attended": "4", "home_program": "some"}
+    with db.session() as s:
+        crf.save_form(s, COORD, _p(s, code), "session_log", log, visit_code="W4")
+    with db.session() as s:
+        # An optional value added while another changes; then removed again.
+        crf.save_form(s, COORD, _p(s, code), "session_log", {**log, "sessions_attended": "5", "notes": "knee ok"},
+                      visit_code="W4", reason="miscounted")
+        values, record = stored(s, "session_log")
+        assert values["notes"] == ("knee ok", None) and values["sessions_attended"] == ("5", None)
+        assert values["attendance"] == ("0.42", None) and record == ("complete", 2)
+    with db.session() as s:
+        crf.save_form(s, COORD, _p(s, code), "session_log", {**log, "sessions_attended": "5"}, visit_code="W4",
+                      reason="note belonged to another participant")
+        values, record = stored(s, "session_log")
+        assert "notes" not in values and record == ("complete", 3)
+        entries = s.scalars(select(AuditEntry).where(AuditEntry.participant == code, AuditEntry.field == "notes")
+                            .order_by(AuditEntry.seq)).all()
+        assert [(e.old_value, e.new_value) for e in entries] == [(None, "knee ok"), ("knee ok", None)]

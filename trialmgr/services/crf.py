@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import ARRAY, Boolean, String, Text, and_, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -135,6 +135,52 @@ _INSERT_RECORD = insert(FormRecord.__table__).returning(FormRecord.__table__.c.i
 _RECORD_COLUMNS = ("status", "version", "updated_at", "updated_by", "sdv_at", "sdv_by", "serious")
 _UPDATE_RECORD = (update(FormRecord.__table__).where(FormRecord.id == bindparam("b_id"))
                   .values({name: bindparam(name) for name in _RECORD_COLUMNS}))
+
+
+# PostgreSQL: a new record with its values, and a changed record with its new and changed values, each in one
+# statement (data-modifying CTEs; the values travel as arrays). SQLite takes the statements above one by one.
+_VALUE_ARRAYS = {"field": ARRAY(String), "value": ARRAY(Text), "missing": ARRAY(String), "derived": ARRAY(Boolean)}
+
+
+def _arrays(prefix: str, rows: list[tuple]) -> dict[str, list]:
+    """Columns of value rows (field, value, missing code[, derived]) as arrays named {prefix}_field, ..."""
+    names = ("field", "value", "missing", "derived")
+    columns = list(zip(*rows, strict=True)) if rows else [()] * (4 if prefix == "i" else 3)
+    return {f"{prefix}_{name}": list(col) for name, col in zip(names, columns, strict=False)}
+
+
+def _typed(stmt, prefixes: str):
+    binds = [bindparam(f"{p}_{name}", type_=t) for p in prefixes for name, t in _VALUE_ARRAYS.items()
+             if not (p == "u" and name == "derived")]
+    binds += [bindparam(n, type_=FormRecord.__table__.c[n].type) for n in ("created_at", "updated_at", "sdv_at")
+              if f":{n}" in stmt]
+    return text(stmt).bindparams(*binds)
+
+
+_INSERT_NEW_VALUES = """
+    INSERT INTO form_value (record_id, field_id, value, missing_code, derived)
+    SELECT {record}, v.field_id, v.value, v.missing_code, v.derived
+    FROM unnest(CAST(:i_field AS varchar[]), CAST(:i_value AS text[]), CAST(:i_missing AS varchar[]),
+                CAST(:i_derived AS boolean[])) AS v(field_id, value, missing_code, derived)"""
+_PG_CREATE = _typed(f"""
+WITH rec AS (
+    INSERT INTO form_record (trial_id, participant_id, visit_id, form_id, instance, status, version, created_at,
+                             updated_at, updated_by, sdv_at, sdv_by, locked, serious)
+    VALUES (:trial_id, :participant_id, :visit_id, :form_id, :instance, :status, :version, :created_at,
+            :updated_at, :updated_by, :sdv_at, :sdv_by, :locked, :serious)
+    RETURNING id),
+ins AS ({_INSERT_NEW_VALUES.format(record="(SELECT id FROM rec)")})
+SELECT id FROM rec""", "i")  # noqa: S608  (constant SQL; every value is a bound parameter)
+_PG_UPDATE = _typed(f"""
+WITH rec AS (
+    UPDATE form_record SET status = :status, version = :version, updated_at = :updated_at,
+                           updated_by = :updated_by, sdv_at = :sdv_at, sdv_by = :sdv_by, serious = :serious
+    WHERE id = :b_id),
+ins AS ({_INSERT_NEW_VALUES.format(record=":b_id")})
+UPDATE form_value SET value = u.value, missing_code = u.missing_code
+FROM unnest(CAST(:u_field AS varchar[]), CAST(:u_value AS text[]), CAST(:u_missing AS varchar[]))
+     AS u(field_id, value, missing_code)
+WHERE form_value.record_id = :b_id AND form_value.field_id = u.field_id""", "iu")  # noqa: S608
 
 
 def participant_for_entry(session: Session, actor: Actor, trial_id: str, code: str,
@@ -270,17 +316,29 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     if entered_changes and not (reason and reason.strip()):
         raise ReasonRequired("a reason for change is required to change saved values: " + ", ".join(entered_changes))
 
+    # What the save writes: new value rows, changed value rows (both written below in one statement with the
+    # record on PostgreSQL), rows of values no longer given (deleted at commit).
+    added = [(name, *new[name]) for name in changes if name in new and name not in old_rows]
+    altered = [(name, *new[name][:2]) for name in changes if name in new and name in old_rows]
     conn = session.connection()
+    pg = conn.dialect.name == "postgresql"
     creating = record is None
     if creating:
-        # Written whole in one INSERT (its id is needed for the values): no UPDATE of the same row follows.
+        # Written whole in one INSERT with its values: no UPDATE of the same row follows.
         now = utcnow()
         columns = {"trial_id": participant.trial_id, "participant_id": participant.id,
                    "visit_id": visit.id if visit else None, "form_id": form.id, "instance": instance,
                    "status": status, "version": 1, "created_at": now, "updated_at": now,
                    "updated_by": actor.username, "sdv_at": None, "sdv_by": None, "locked": False,
                    "serious": form.id == "adverse_event" and result.values.get("serious") is True}
-        record = FormRecord(id=conn.execute(_INSERT_RECORD, columns).scalar_one(), **columns)
+        if pg:
+            record_id = conn.execute(_PG_CREATE, {**columns, **_arrays("i", added)}).scalar_one()
+        else:
+            record_id = conn.execute(_INSERT_RECORD, columns).scalar_one()
+            if added:
+                conn.execute(_INSERT_VALUE, [{"record_id": record_id, "field_id": n, "value": v, "missing_code": m,
+                                              "derived": d} for n, v, m, d in added])
+        record = FormRecord(id=record_id, **columns)
         make_transient_to_detached(record)  # as if loaded: in the session, nothing left to flush
         session.add(record)
 
@@ -288,28 +346,12 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     action = "form:create" if creating else "form:update"
     common = {"trial": participant.trial_id, "participant": participant.code}
     clean_reason = reason.strip() if reason else None
-    # New values first, in one multi-row INSERT (most of a first save): the audit entries recorded below are
-    # then all written together, at commit, in one INSERT of their own.
-    inserts = [{"record_id": record.id, "field_id": name, "value": new[name][0], "missing_code": new[name][1],
-                "derived": new[name][2]} for name in changes if name in new and name not in old_rows]
-    if inserts:
-        conn.execute(_INSERT_VALUE, inserts)
-    updates = []
     for name, (before, after) in changes.items():
         audit.record(session, actor, action, "form", eid, field=name, old=before, new=after,
                      reason=clean_reason if before is not None else None, **common)
-        row = old_rows.get(name)
         if name not in new:
-            session.delete(row)
-        elif row is not None:
-            updates.append({"b_record": record.id, "b_field": name, "value": new[name][0],
-                            "missing_code": new[name][1]})
-            # Written below in one executemany; the loaded row says what the database now holds.
-            set_committed_value(row, "value", new[name][0])
-            set_committed_value(row, "missing_code", new[name][1])
-    if updates:
-        conn.execute(_UPDATE_VALUE, updates)
-    if creating:  # written whole by its INSERT
+            session.delete(old_rows[name])
+    if creating:
         audit.record(session, actor, action, "form", eid, field="_status", old=None, new=status, **common)
     else:
         changed_cols: dict = {}
@@ -325,11 +367,25 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
             changed_cols.update(version=(record.version or 0) + 1, updated_at=utcnow(), updated_by=actor.username)
         if form.id == "adverse_event" and record.serious != (result.values.get("serious") is True):
             changed_cols["serious"] = result.values.get("serious") is True
-        if changed_cols:  # one UPDATE of the record, now; the loaded record says what the database holds
-            params = {name: changed_cols.get(name, getattr(record, name)) for name in _RECORD_COLUMNS}
-            conn.execute(_UPDATE_RECORD, {"b_id": record.id, **params})
+        if changed_cols:  # (any changed value changes the record's version)
+            params = {"b_id": record.id, **{name: changed_cols.get(name, getattr(record, name))
+                                            for name in _RECORD_COLUMNS}}
+            if pg:  # the record, its new values and its changed values in one statement
+                conn.execute(_PG_UPDATE, {**params, **_arrays("i", added), **_arrays("u", altered)})
+            else:
+                conn.execute(_UPDATE_RECORD, params)
+                if added:
+                    conn.execute(_INSERT_VALUE, [{"record_id": record.id, "field_id": n, "value": v,
+                                                  "missing_code": m, "derived": d} for n, v, m, d in added])
+                if altered:
+                    conn.execute(_UPDATE_VALUE, [{"b_record": record.id, "b_field": n, "value": v,
+                                                  "missing_code": m} for n, v, m in altered])
+            # The loaded rows say what the database now holds (nothing is left for the unit of work to flush).
             for name, value in changed_cols.items():
                 set_committed_value(record, name, value)
+            for name, value, missing_code in altered:
+                set_committed_value(old_rows[name], "value", value)
+                set_committed_value(old_rows[name], "missing_code", missing_code)
     # No flush here: the changes, and the audit entries describing them, are written together at the next
     # query (autoflush) or at commit, in the same transaction.
     notify.form_saved(session, actor, participant, record)  # a serious adverse event mails the investigators
