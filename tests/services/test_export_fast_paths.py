@@ -170,3 +170,10 @@ def test_the_trail_read_alongside_is_the_trail_read_after(tmp_path, settings, mo
             assert bundles[True] == bundles[False]
         finally:
             db.dispose()
+
+
+def test_an_empty_stored_date_exports_as_empty_when_dates_are_shifted():
+    spec = type("Spec", (), {"type": "date"})()  # value_text reads only the field's type
+    shift = dt.timedelta(days=-17)
+    assert dataset.value_text(spec, "", shift) == "" and dataset.value_text(spec, None, shift) == ""
+    assert dataset.value_text(spec, "2025-03-01", shift) == "2025-02-12"

@@ -79,7 +79,7 @@ def date_text(d: dt.date | None, shift: dt.timedelta) -> str:
 
 def value_text(spec: FieldSpec | None, text: str | None, shift: dt.timedelta) -> str:
     """A stored value as exported: dates shifted for de-identified bundles."""
-    if text is None:
+    if not text:  # no value (an empty stored text is no date to shift either)
         return ""
     if spec is not None and spec.type == "date" and shift:
         return (dt.date.fromisoformat(text) + shift).isoformat()
