@@ -59,3 +59,35 @@ def test_unknown_trial_is_a_json_404_or_403(client, runner, make_user, trial):
     auth = {"Authorization": f"Bearer {_token(runner, 'uma', 'monitor')}"}
     resp = client.get("/api/v1/trials/nope", headers=auth)
     assert resp.status_code == 403 and resp.get_json()["error"]["message"]
+
+
+def test_a_token_notes_its_last_use_on_reads_and_on_writes_that_fail(client, runner, make_user, trial, db):
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from trialmgr.db.models_accounts import ApiToken
+
+    make_user("tia", "hip-pt-clbp:coordinator@DE")
+    token = _token(runner, "tia", "coordinator")
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def last_used():
+        with db.session() as s:
+            return s.scalar(select(ApiToken.last_used_at).where(ApiToken.prefix == token[:10]))
+
+    def age_it():
+        with db.session() as s:
+            s.execute(update(ApiToken).where(ApiToken.prefix == token[:10])
+                      .values(last_used_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+
+    assert last_used() is None
+    assert client.get("/api/v1/me", headers=auth).status_code == 200
+    first = last_used()
+    assert first is not None and (dt.datetime.now(dt.UTC) - first).total_seconds() < 60
+    age_it()
+    # A write that fails (no such participant) is rolled back, but the token's use is still noted.
+    resp = client.put("/api/v1/trials/hip-pt-clbp/participants/DE-9999/visits/BL/forms/pain", headers=auth,
+                      json={"values": {"back_pain": 1, "hip_pain": 1}})
+    assert resp.status_code == 404
+    assert (dt.datetime.now(dt.UTC) - last_used()).total_seconds() < 60

@@ -36,14 +36,23 @@ def _token() -> None:
 
 def _touch(session, token_id: int) -> None:
     """Note the token's last use (shown to admins), committed on its own, whatever becomes of the request;
-    best effort: a request must not fail because of it."""
+    best effort: a request must not fail because of it. A write does it in its own (write) session, before
+    its change; a read in a short write transaction of its own, as reads take no write lock."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from trialmgr.api.db import WRITE_METHODS
+    from trialmgr.web.db import transaction
+
     try:
-        accounts.touch_token(session, token_id)
-        session.commit()
+        if request.method in WRITE_METHODS:
+            accounts.touch_token(session, token_id)
+            session.commit()
+        else:
+            with transaction() as s:
+                accounts.touch_token(s, token_id)
     except SQLAlchemyError:
-        session.rollback()
+        if request.method in WRITE_METHODS:
+            session.rollback()
         log.warning("could not record the last use of API token %s", token_id, exc_info=True)
 
 
