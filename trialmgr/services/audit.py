@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from sqlalchemy import String, case, event, func, literal, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -81,27 +82,28 @@ def write_pending(session: Session) -> None:
     conn = session.connection()
     heads = session.info.get(_HEADS, {})
     moved = [(chain, h["chain_seq"], h["hash"]) for chain, h in heads.items() if h.pop("dirty", False)]
+    raw = conn.connection.driver_connection  # this transaction's DBAPI connection: no per-call SQLAlchemy work
     if conn.dialect.name != "postgresql":
-        conn.exec_driver_sql(_SQLITE_INSERT, rows)  # executemany: the driver loops in C
+        raw.executemany(_SQLITE_INSERT, rows)  # the driver loops in C
         if moved:
-            conn.exec_driver_sql(_SQLITE_HEAD_UPDATE, [(s, h, c) for c, s, h in moved])
+            raw.executemany(_SQLITE_HEAD_UPDATE, [(s, h, c) for c, s, h in moved])
         return
-    # PostgreSQL: the entries and the heads they advance in ONE statement of constant text (column arrays
-    # through unnest), so the driver caches it and the server keeps it prepared: one round trip per commit.
+    # PostgreSQL: the entries and the heads they advance in ONE statement of constant text, so the driver
+    # caches it and the server keeps it prepared: one round trip per commit. The rows travel as one JSON
+    # parameter each (orjson writes it in C; array parameters cost the driver a Python call per element).
     if not moved:  # (record() always moves a head)
         raise RuntimeError("audit entries without a chain head to advance")
-    conn.exec_driver_sql(_PG_WRITE, (*map(list, zip(*rows, strict=True)), *map(list, zip(*moved, strict=True))))
+    raw.execute(_PG_WRITE, (orjson.dumps(rows).decode(), orjson.dumps(moved).decode()))
 
 
 def _pg_write_sql() -> str:
-    types = {"ts": "timestamptz", "chain_seq": "integer"}
-    arrays = ", ".join(f"%s::{types.get(c, 'text')}[]" for c in INSERT_COLUMNS)
+    casts = {"ts": "timestamptz", "chain_seq": "integer"}
+    values = ", ".join(f"(e ->> {k})::{casts.get(c, 'text')}" for k, c in enumerate(INSERT_COLUMNS))
     return (f"WITH entries AS (INSERT INTO {AuditEntry.__tablename__} ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608
-            # seq follows the array order (chain_seq order within a chain): ORDER BY the ordinality says so.
-            f"SELECT {', '.join(INSERT_COLUMNS)} FROM unnest({arrays}) WITH ORDINALITY "
-            f"AS u ({', '.join(INSERT_COLUMNS)}, n) ORDER BY n) "  # (constant names only; the values are bound)
-            "UPDATE audit_chain_head AS h SET chain_seq = v.chain_seq, hash = v.hash "
-            "FROM unnest(%s::text[], %s::integer[], %s::text[]) AS v (chain, chain_seq, hash) WHERE h.chain = v.chain")
+            # seq follows the list order (chain_seq order within a chain): ORDER BY the ordinality says so.
+            f"SELECT {values} FROM json_array_elements(%s::json) WITH ORDINALITY AS u (e, n) ORDER BY n) "
+            "UPDATE audit_chain_head AS h SET chain_seq = (v ->> 1)::integer, hash = v ->> 2 "
+            "FROM json_array_elements(%s::json) AS v WHERE h.chain = v ->> 0")  # (constant names; values bound)
 
 
 _PG_WRITE = _pg_write_sql()
@@ -125,12 +127,13 @@ def _lock_head(session: Session, chain: str, trial: str | None) -> dict:
     conn = session.connection()
     pg = conn.dialect.name == "postgresql"
     lock = _LOCK_SQL[pg]
-    row = conn.exec_driver_sql(lock, (chain,)).first()
+    raw = conn.connection.driver_connection  # this transaction's DBAPI connection: no per-call SQLAlchemy work
+    row = raw.execute(lock, (chain,)).fetchone()
     if row is None:  # a new chain: create its head (a concurrent creator wins harmlessly), then lock it
         ins = (postgresql.insert if pg else sqlite.insert)(table)
         conn.execute(ins.values(chain=chain, trial=trial, chain_seq=0, hash=chainlib.GENESIS_HASH, checkpointed_seq=0)
                      .on_conflict_do_nothing(index_elements=["chain"]))
-        row = conn.exec_driver_sql(lock, (chain,)).one()
+        row = raw.execute(lock, (chain,)).fetchone()
     head = {"chain_seq": row[0], "hash": row[1], "sqlite": not pg}
     heads[chain] = head
     return head
