@@ -53,3 +53,19 @@ def test_values_that_are_not_text_are_refused_before_anything_is_written(db, bad
         s.rollback()
     with db.session(write=False) as s:
         assert s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.trial == T)) == 0
+
+
+def test_awkward_text_is_stored_exactly_as_hashed(db, settings):
+    awkward = ['quote " and \'single\'', "back\\slash \\u0041 \\\\", "new\nline\r\ttab",
+               "controls \x01\x08\x0b\x1f\x7f", "ünïcødé — 中文 \u2028\u2029 😀", "",
+               " spaced ", "%s %(x)s {} $1", "null", "[1]"]
+    with db.session() as s:
+        for i, text in enumerate(awkward):
+            audit.record(s, ACTOR, "form_value:update", "form_value", text, participant="DE-0009", field=text,
+                         old=text, new=text[::-1], reason=text or None)
+    with db.session(write=False) as s:
+        rows = s.scalars(select(AuditEntry).where(AuditEntry.trial == T).order_by(AuditEntry.seq)).all()
+        assert [(r.entity_id, r.field, r.old_value, r.new_value) for r in rows] == \
+            [(t, t, t, t[::-1]) for t in awkward]
+        report = audit_query.verify(s, keys.audit_public_keys(settings), T)
+    assert report.ok and report.entries == len(awkward), report.problem

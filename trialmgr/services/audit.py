@@ -90,7 +90,8 @@ def write_pending(session: Session) -> None:
         return
     # PostgreSQL: the entries and the heads they advance in ONE statement of constant text, so the driver
     # caches it and the server keeps it prepared: one round trip per commit. The rows travel as one JSON
-    # parameter each (orjson writes it in C; array parameters cost the driver a Python call per element).
+    # parameter each (orjson writes it in C; array parameters cost the driver a Python call per element),
+    # read as jsonb (parsed once; ->> on json text would parse each row again for every column).
     if not moved:  # (record() always moves a head)
         raise RuntimeError("audit entries without a chain head to advance")
     raw.execute(_PG_WRITE, (orjson.dumps(rows).decode(), orjson.dumps(moved).decode()))
@@ -101,9 +102,9 @@ def _pg_write_sql() -> str:
     values = ", ".join(f"(e ->> {k})::{casts.get(c, 'text')}" for k, c in enumerate(INSERT_COLUMNS))
     return (f"WITH entries AS (INSERT INTO {AuditEntry.__tablename__} ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608
             # seq follows the list order (chain_seq order within a chain): ORDER BY the ordinality says so.
-            f"SELECT {values} FROM json_array_elements(%s::json) WITH ORDINALITY AS u (e, n) ORDER BY n) "
+            f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u (e, n) ORDER BY n) "
             "UPDATE audit_chain_head AS h SET chain_seq = (v ->> 1)::integer, hash = v ->> 2 "
-            "FROM json_array_elements(%s::json) AS v WHERE h.chain = v ->> 0")  # (constant names; values bound)
+            "FROM jsonb_array_elements(%s::jsonb) AS v WHERE h.chain = v ->> 0")  # (constant names; values bound)
 
 
 _PG_WRITE = _pg_write_sql()
