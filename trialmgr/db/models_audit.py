@@ -17,7 +17,6 @@ class AuditEntry(Base):
         Index("ix_audit_entry_trial_participant_seq", "trial", "participant", "seq"),
         Index("ix_audit_entry_trial_actor_seq", "trial", "actor_user", "seq"),
         Index("ix_audit_entry_trial_action_seq", "trial", "action", "seq"),
-        Index("ix_audit_entry_trial_entity_field", "trial", "entity_type", "entity_id", "field", "seq"),
         Index("ix_audit_entry_trial_ts", "trial", "ts"),
     )
 
