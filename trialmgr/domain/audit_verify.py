@@ -69,7 +69,17 @@ __all__ = ["VERIFY_COLUMNS", "Problem", "ProblemKind", "Segment", "Verifier", "V
 # seq, chain_seq, hash, then exactly the hashed array: prev_hash and HASHED_FIELDS (chain is v[4]).
 VERIFY_COLUMNS: tuple[str, ...] = ("seq", "chain_seq", "hash", "prev_hash", *HASHED_FIELDS)
 _ROW = operator.itemgetter(*VERIFY_COLUMNS)
-_SKIP: Any = object()  # chains excluded by chain_filter
+_SKIPPED = ("skipped",)
+
+
+class _Skip:
+    """The state of every chain excluded by chain_filter; the hot loop sees it through ``pending``."""
+
+    __slots__ = ()
+    pending = _SKIPPED
+
+
+_SKIP: Any = _Skip()
 _FINAL = ("final",)
 
 
@@ -85,21 +95,34 @@ def _entries(lo: int, hi: int, verb: str) -> str:
 
 
 class _Chain:
-    __slots__ = ("name", "cs", "hash", "prev", "seq", "exp", "exp_i", "next_exp", "verified_cs", "pending",
-                 "problem")
+    __slots__ = ("name", "last", "exp", "exp_i", "next_exp", "verified_cs", "pending", "problem")
 
     def __init__(self, name: str, exp: list[tuple[int, str, int]]) -> None:
         self.name = name
-        self.cs = 0
-        self.hash = GENESIS_HASH
-        self.prev: str | None = None
-        self.seq: int | None = None
+        # The last accepted entry's row (seq, chain_seq, hash, prev_hash, ...): one store per accepted entry.
+        self.last: tuple = (None, 0, GENESIS_HASH, None)
         self.exp = exp  # signed heads (chain_seq, hash, checkpoint seq), sorted
         self.exp_i = 0
         self.next_exp = exp[0][0] if exp else -1
         self.verified_cs = 0
         self.pending: tuple | None = None
         self.problem: Problem | None = None
+
+    @property
+    def seq(self) -> int | None:
+        return self.last[0]
+
+    @property
+    def cs(self) -> int:
+        return self.last[1]
+
+    @property
+    def hash(self) -> str:
+        return self.last[2]
+
+    @property
+    def prev(self) -> str | None:
+        return self.last[3]
 
     def fail(self, kind: ProblemKind, seq: int | None, chain_seq: int, message: str, *,
              checkpoint: int | None = None, pending: tuple = _FINAL) -> None:
@@ -270,10 +293,9 @@ class Verifier:
                 st = chains.get(v[4])
                 if st is None:
                     st = self._open(v[4], v)
-                if st is _SKIP:
-                    continue
-                count += 1
-                if st.pending is None:
+                pending = st.pending
+                if pending is None:
+                    count += 1
                     ts = v[-1]
                     if ts.__class__ is text_type:
                         data = v[3:]
@@ -293,8 +315,9 @@ class Verifier:
                     except TypeError:  # not text at all (an edited bundle): it cannot match its hash
                         computed = "not a canonical entry"
                     n = v[1]
-                    if computed == v[2] and v[3] == st.hash and n == st.cs + 1:
-                        st.prev, st.hash, st.cs, st.seq = st.hash, computed, n, seq
+                    head = st.last
+                    if computed == v[2] and v[3] == head[2] and n == head[1] + 1:
+                        st.last = v
                         if n == st.next_exp:
                             self._signed_position(st, seq, n, computed)
                         continue
@@ -304,13 +327,15 @@ class Verifier:
                         self._redacted += 1
                         computed = v[2]
                         if v[3] == st.hash and n == st.cs + 1:
-                            st.prev, st.hash, st.cs, st.seq = st.hash, computed, n, seq
+                            st.last = v
                             if n == st.next_exp:
                                 self._signed_position(st, seq, n, computed)
                             continue
                     self._deviate(st, seq, n, v[2], v[3], computed)
-                elif st.pending is not _FINAL:
-                    self._refine(st, seq, v[1], v[2], v[3])
+                elif pending is not _SKIPPED:
+                    count += 1
+                    if pending is not _FINAL:
+                        self._refine(st, seq, v[1], v[2], v[3])
         finally:
             self._last_seq = last
             self._entries += count
@@ -324,7 +349,7 @@ class Verifier:
         st = self._chains[chain] = _Chain(chain, exp)
         if self._segment and type(first[1]) is int and first[1] > 1:
             # Taken on trust here, proved by stitch(): the previous segment must end on exactly this link.
-            st.cs, st.hash = first[1] - 1, first[3]
+            st.last = (None, first[1] - 1, first[3], None)
             self._starts[chain] = (st.cs, st.hash)
             while st.exp_i < len(exp) and exp[st.exp_i][0] <= st.cs:
                 st.exp_i += 1  # signed positions before this segment belong to an earlier one
