@@ -56,6 +56,7 @@ def _both(db, settings, **kw):
     pub = keys.audit_public_keys(settings)
     with db.session(write=False) as s:
         sequential = audit_query.verify(s, pub, kw.get("trial"))
+    kw.setdefault("min_entries", 0)
     return sequential, audit_query.verify_parallel(db, pub, **kw)
 
 
@@ -71,8 +72,9 @@ def test_an_intact_trail_is_proved_in_parallel_without_the_sequential_pass(commi
         raise AssertionError("the sequential pass ran although the segments proved the trail")
 
     monkeypatch.setattr(audit_query, "verify", no_fallback)
-    assert audit_query.verify_parallel(committed, pub, T, workers=workers) == sequential
-    assert audit_query.verify_parallel(committed, pub, None, workers=workers) == sequential  # one trial only here
+    assert audit_query.verify_parallel(committed, pub, T, workers=workers, min_entries=0) == sequential
+    # (one trial only in this database: all chains are the trial's)
+    assert audit_query.verify_parallel(committed, pub, None, workers=workers, min_entries=0) == sequential
 
 
 @pytest.mark.parametrize("tamper, kind", [
@@ -100,3 +102,14 @@ def test_timestamps_formatted_by_the_database_match_the_hashed_text(committed, s
             _disable_append_only(conn)
             conn.execute(text("UPDATE audit_entry SET ts = replace(ts, ' ', 'T') || '+00:00' WHERE seq = 7"))
         assert _both(committed, settings, workers=2)[1].ok
+
+
+def test_a_small_trail_is_verified_in_one_pass_without_starting_processes(committed, settings, monkeypatch):
+    import multiprocessing
+
+    def no_processes(*_a, **_k):
+        raise AssertionError("processes started for 300 entries")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_processes)
+    sequential, parallel = _both(committed, settings, workers=4, min_entries=301)
+    assert parallel == sequential and parallel.ok

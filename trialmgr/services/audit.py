@@ -301,13 +301,16 @@ def iter_verify_rows(session: Session, trial: str | None = None, *, after: int =
         after = rows[-1][0]
 
 
-def seq_quantiles(session: Session, parts: int, trial: str | None = None) -> list[int]:
-    """Seq values cutting the (trial's) entries into ``parts`` runs of about equal size, for parallel checks."""
+def seq_quantiles(session: Session, parts: int, trial: str | None = None, *, min_entries: int = 0) -> list[int]:
+    """Seq values cutting the (trial's) entries into ``parts`` runs of about equal size, for parallel checks
+    (none when there are fewer than ``min_entries``)."""
     table = AuditEntry.__table__
     base = select(table.c.seq)
     if trial is not None:
         base = base.where(table.c.trial == trial)
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    if total < max(min_entries, parts):
+        return []
     cuts = []
     for k in range(1, parts):
         seq = session.scalar(base.order_by(table.c.seq).offset(total * k // parts).limit(1))

@@ -203,12 +203,13 @@ def _segment_worker(url: str, after: int, upto: int | None, trial: str | None, c
 
 
 def verify_parallel(database, public_keys: dict, trial: str | None = None, *, workers: int | None = None,
-                    known_checkpoint=None):
+                    known_checkpoint=None, min_entries: int = 200_000):
     """verify(), with the entries split into ``workers`` seq ranges checked in parallel processes.
 
     An intact trail is proved by the segments joining up (domain.audit_verify.verify_in_segments); if they do
     not, the sequential verify() runs and names the first problem, so the report is always the same as
-    verify()'s. Falls back to verify() for an in-memory database, one worker, or no fork on this platform.
+    verify()'s. Runs verify() alone for fewer than ``min_entries`` entries (starting processes and connections
+    costs more than it saves), an in-memory database, one worker, or no fork on this platform.
     """
     import multiprocessing
     import os
@@ -221,7 +222,8 @@ def verify_parallel(database, public_keys: dict, trial: str | None = None, *, wo
     workers = workers or min(os.cpu_count() or 1, 8)
     with database.session(write=False) as s:
         checkpoints = list(audit.iter_checkpoints(s))
-        cuts = audit.seq_quantiles(s, workers, trial) if workers > 1 and database.parallel_readers else []
+        cuts = audit.seq_quantiles(s, workers, trial, min_entries=min_entries) \
+            if workers > 1 and database.parallel_readers else []
     in_memory = database.engine.url.get_backend_name() == "sqlite" and database.engine.url.database in (None, "",
                                                                                                         ":memory:")
     report = None
