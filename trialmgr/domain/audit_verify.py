@@ -37,7 +37,7 @@ import json
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -45,10 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trialmgr.domain.audit import (
     _ENTRY_PREFIX,
-    _EPOCH,
     _HEX64,
-    _NAIVE_EPOCH,
-    _ONE_US,
     CHECKPOINT_TYPE,
     GENESIS_HASH,
     HASHED_FIELDS,
@@ -61,6 +58,11 @@ from trialmgr.domain.audit import (
     trial_filter,
     utc_text,
 )
+
+try:
+    import orjson
+except ImportError:  # the domain runs on the standard library alone (array_bytes falls back)
+    orjson = None  # type: ignore[assignment]
 
 __all__ = ["VERIFY_COLUMNS", "Problem", "ProblemKind", "Segment", "Verifier", "VerifyReport", "trial_filter",
            "verify_entries", "verify_in_segments", "verify_segment"]
@@ -81,6 +83,35 @@ class _Skip:
 
 _SKIP: Any = _Skip()
 _FINAL = ("final",)
+
+
+def _strict_encoder() -> tuple[Callable[..., bytes], Any]:
+    """(encode, option): ``encode(values, None, option)`` is array_bytes that raises TypeError for anything but
+    text, None and numbers, so the hot loop needs no per-row type check; datetimes go to _careful_hash."""
+    if array_bytes is getattr(orjson, "dumps", None):
+        return orjson.dumps, orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+    def reference(values: tuple, _default: Any = None, _option: Any = None) -> bytes:
+        return array_bytes(values)
+
+    return reference, None
+
+
+def _careful_hash(v: tuple) -> str:
+    """The entry hash of a row the fast encoder refused: ts as an aware datetime (or a str subclass)."""
+    ts = v[-1]
+    if isinstance(ts, datetime):
+        ts = utc_text(ts)  # raises for a naive datetime, as the writer would
+    elif not isinstance(ts, str):
+        return "not a canonical entry"  # an edited bundle: it cannot match its hash
+    try:
+        return hashlib.sha256(_ENTRY_PREFIX + array_bytes(tuple(
+            str.__str__(x) if isinstance(x, str) else x for x in (*v[3:-1], ts)))).hexdigest()
+    except TypeError:
+        return "not a canonical entry"
+
+
+_strict_bytes, _STRICT = _strict_encoder()
 
 
 def _at(seq: int | None, chain: str, chain_seq: int) -> str:
@@ -164,7 +195,6 @@ class Verifier:
         self._entries = 0
         self._started = False
         self._finished = False
-        self._second: tuple[int, str] = (0, "1970-01-01T00:00:00.")  # see utc_text()
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 
@@ -280,10 +310,8 @@ class Verifier:
             raise RuntimeError("finish() was already called")
         self._started = True
         # Hot loop (a million rows): locals only, no call per row but the encoder and the hash.
-        dumps, prefix, sha = array_bytes, _ENTRY_PREFIX, hashlib.sha256
-        epoch, one_us, naive_epoch, text_type = _EPOCH, _ONE_US, _NAIVE_EPOCH, str
+        dumps, strict, prefix, sha = _strict_bytes, _STRICT, _ENTRY_PREFIX, hashlib.sha256
         chains, last, count = self._chains, self._last_seq, 0
-        second, second_text = self._second
         try:
             for v in rows:
                 seq = v[0]
@@ -296,24 +324,12 @@ class Verifier:
                 pending = st.pending
                 if pending is None:
                     count += 1
-                    ts = v[-1]
-                    if ts.__class__ is text_type:
-                        data = v[3:]
-                    else:
-                        # utc_text() inlined: a call per row costs as much as the formatting itself.
-                        try:
-                            sec, frac = divmod((ts - epoch) // one_us, 1_000_000)
-                        except TypeError:
-                            utc_text(ts)  # raises the same error as the writer would
-                            raise
-                        if sec != second:
-                            second = sec
-                            second_text = (naive_epoch + timedelta(seconds=sec)).isoformat() + "."
-                        data = (*v[3:-1], f"{second_text}{frac:06d}Z")
                     try:
-                        computed = sha(prefix + dumps(data)).hexdigest()
-                    except TypeError:  # not text at all (an edited bundle): it cannot match its hash
-                        computed = "not a canonical entry"
+                        # Text only (ts as its canonical text, as queries and bundles give it): the encoder
+                        # refuses anything else (TypeError) and the row is hashed the careful way below.
+                        computed = sha(prefix + dumps(v[3:], None, strict)).hexdigest()
+                    except TypeError:
+                        computed = _careful_hash(v)
                     n = v[1]
                     head = st.last
                     if computed == v[2] and v[3] == head[2] and n == head[1] + 1:
@@ -339,7 +355,6 @@ class Verifier:
         finally:
             self._last_seq = last
             self._entries += count
-            self._second = (second, second_text)
 
     def _open(self, chain: str, first: tuple) -> Any:
         if self._filter is not None and not self._filter(chain):
