@@ -259,7 +259,9 @@ class Verifier:
                 parsed["type"] == CHECKPOINT_TYPE and parsed["seq"] == seq and parsed["key_id"] == kid
                 and isinstance(parsed["prev"], str) and bool(_HEX64.match(parsed["prev"]))
                 and isinstance(heads, dict)
-                and all(type(h[0]) is int and h[0] >= 1 and _HEX64.match(h[1]) for h in heads.values())
+                # (the body is signed: a head that is no hash simply never matches an entry's)
+                and all(type(h[0]) is int and h[0] >= 1 and type(h[1]) is str and len(h) == 2
+                        for h in heads.values())
             )
         except (ValueError, KeyError, TypeError, IndexError):
             well_formed = False
@@ -334,8 +336,13 @@ class Verifier:
                     head = st.last
                     if computed == v[2] and v[3] == head[2] and n == head[1] + 1:
                         st.last = v
-                        if n == st.next_exp:
-                            self._signed_position(st, seq, n, computed)
+                        if n == st.next_exp:  # a checkpoint signed this position
+                            exp, i = st.exp, st.exp_i
+                            if exp[i][1] == computed and (i + 1 == len(exp) or exp[i + 1][0] != n):
+                                st.verified_cs, st.exp_i = n, i + 1  # signed once, as computed: inline
+                                st.next_exp = exp[i + 1][0] if i + 1 < len(exp) else -1
+                            else:
+                                self._signed_position(st, seq, n, computed)
                         continue
                     if computed != v[2] and redacted and seq in redacted:
                         # A blinded or de-identified export withholds this entry's values: its links and
