@@ -69,3 +69,54 @@ def test_awkward_text_is_stored_exactly_as_hashed(db, settings):
             [(t, t, t, t[::-1]) for t in awkward]
         report = audit_query.verify(s, keys.audit_public_keys(settings), T)
     assert report.ok and report.entries == len(awkward), report.problem
+
+
+def test_a_visit_form_save_takes_its_chain_head_with_the_visit_records(db, settings, randomized, monkeypatch):
+    """On PostgreSQL the statement that locks the visit's form records also locks and reads the participant's
+    chain head, so the save's entries need no separate lock; the head stays locked until commit, and a head
+    this transaction already advanced is not replaced by the row's older value."""
+    from sqlalchemy import event
+
+    from trialmgr.services import crf, enrollment
+
+    code = randomized()
+    chain = f"{T}/p/{code}"
+    pg = db.engine.dialect.name == "postgresql"
+    locked_apart: list[str] = []
+    real = audit._lock_head
+
+    def spy(s, c, t):  # a head not yet held by the transaction is locked by a statement of its own
+        if c not in s.info.get(audit._HEADS, {}):
+            locked_apart.append(c)
+        return real(s, c, t)
+
+    monkeypatch.setattr(audit, "_lock_head", spy)
+
+    def save(s, values, reason=None):
+        p = enrollment.get_participant(s, ACTOR, T, code, lock=True)
+        return crf.save_form(s, ACTOR, p, "pain", values, visit_code="W4", reason=reason)
+
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731  (before_cursor_execute: the SQL text)
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        with db.session() as s:
+            save(s, {"back_pain": "6", "hip_pain": "3"})  # the visit's first record
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    both = [q for q in statements if "FOR UPDATE OF form_record" in q and "FOR UPDATE OF audit_chain_head" in q]
+    assert len(both) == (1 if pg else 0), statements
+    with db.session() as s:
+        save(s, {"back_pain": "5", "hip_pain": "3"}, reason="typo")
+    assert (chain in locked_apart) is not pg
+
+    with db.session() as s:  # the chain advanced in this transaction before the save: its head is kept
+        audit.record(s, ACTOR, "note:create", "note", 1, participant=code, field="f", new="x")
+        s.flush()
+        save(s, {"back_pain": "4", "hip_pain": "3"}, reason="typo again")
+    with db.session(write=False) as s:
+        report = audit_query.verify(s, keys.audit_public_keys(settings), T)
+        assert report.ok, report.problem
+        fields = [e.field for e in s.scalars(select(AuditEntry).where(AuditEntry.chain == chain)
+                                             .order_by(AuditEntry.seq.desc()).limit(2))]
+        assert fields == ["back_pain", "f"]

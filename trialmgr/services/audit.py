@@ -140,6 +140,14 @@ def _lock_head(session: Session, chain: str, trial: str | None) -> dict:
     return head
 
 
+def adopt_locked_head(session: Session, chain: str, chain_seq: int, hash_: str) -> None:
+    """A caller's statement locked the chain's head row (PostgreSQL, FOR UPDATE) and read it: record() uses it
+    instead of locking it again. A head this transaction already holds is kept (it may be ahead of the row)."""
+    heads: dict[str, dict] = session.info.setdefault(_HEADS, {})
+    if chain not in heads:
+        heads[chain] = {"chain_seq": chain_seq, "hash": hash_, "sqlite": False}
+
+
 def record(
     session: Session,
     actor: Actor,

@@ -11,12 +11,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import ARRAY, Boolean, String, Text, and_, bindparam, insert, select, text, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import ARRAY, Boolean, String, Text, and_, bindparam, insert, select, text, true, update
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from trialmgr.db.base import utcnow
 from trialmgr.db.models_accounts import Trial
+from trialmgr.db.models_audit import ChainHead
 from trialmgr.db.models_crf import FormRecord, FormValue, VisitRecord
 from trialmgr.db.models_trial import Participant
 from trialmgr.domain import crf as crflib
@@ -123,6 +124,14 @@ _VISIT_RECORDS = (select(FormRecord, FormValue)
                   .where(FormRecord.participant_id == bindparam("participant_id"),
                          FormRecord.visit_id == bindparam("visit_id"))
                   .with_for_update(of=FormRecord))
+# PostgreSQL: the same rows with the participant's audit chain head, locked in the same statement (the records
+# are locked first, inside the lateral subquery, then the head, the order audit.record would take them in), so
+# the save's audit entries need no round trip of their own to lock it. No row: the chain has no head yet.
+_VISIT_RECORDS_SUB = _VISIT_RECORDS.subquery("r").lateral("r")
+_VISIT_RECORDS_AND_HEAD = (select(aliased(FormRecord, _VISIT_RECORDS_SUB), aliased(FormValue, _VISIT_RECORDS_SUB),
+                                  ChainHead.chain_seq, ChainHead.hash)
+                           .select_from(ChainHead).outerjoin(_VISIT_RECORDS_SUB, true())
+                           .where(ChainHead.chain == bindparam("chain")).with_for_update(of=ChainHead))
 
 
 _INSERT_VALUE = insert(FormValue.__table__)
@@ -220,8 +229,16 @@ def _locate_for_save(session: Session, proto: Protocol, participant: Participant
     visit = visits.get_visit(session, participant, visit_code)
     if form.id not in visits.visit_forms(proto, visit):
         raise NotFound(f"visit {visit_code} has no form {form.id!r}")
-    rows = session.execute(_VISIT_RECORDS, {"form_id": form.id, "participant_id": participant.id,
-                                            "visit_id": visit.id}).all()
+    params = {"form_id": form.id, "participant_id": participant.id, "visit_id": visit.id}
+    rows = None
+    if session.get_bind().dialect.name == "postgresql":
+        chain = audit.chain_name(participant.trial_id, participant.code)
+        found = session.execute(_VISIT_RECORDS_AND_HEAD, {**params, "chain": chain}).all()
+        if found:  # (the chain has a head once the participant is enrolled)
+            audit.adopt_locked_head(session, chain, found[0][2], found[0][3])
+            rows = [(rec, value) for rec, value, _, _ in found if rec is not None]
+    if rows is None:
+        rows = session.execute(_VISIT_RECORDS, params).all()
     record, old_rows, statuses = None, {}, {}
     for rec, value in rows:
         statuses[rec.form_id] = rec.status
