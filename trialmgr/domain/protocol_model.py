@@ -112,7 +112,7 @@ class FormDef:
     def field(self, field_id: str) -> FieldSpec:
         return self._fields_by_id[field_id]
 
-    @property
+    @cached_property
     def field_ids(self) -> tuple[str, ...]:
         return tuple(f.id for f in self.fields)
 
