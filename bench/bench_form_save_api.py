@@ -221,6 +221,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     slots = math.ceil((args.participants * args.runs + warm) / len(STRATA) * 1.2) + 20
     keys = ("api_rate", "api_p50", "api_p99", "floor_rate", "floor_p50", "floor_p99")
     samples: dict[str, list[float]] = {k: [] for k in keys}
+    cpu: dict[str, list[dict]] = {"api": [], "floor": []}  # processor ms per request, by process kind
     info: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-form-save-") as tmpdir:
         bench = Bench(args, Path(tmpdir))
@@ -249,6 +250,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
                         # Alternate which side goes first, so drift on a shared machine hits both alike.
                         order = ("api", "floor") if r % 2 == 0 else ("floor", "api")
                         for side in order:
+                            cpu0 = common.cpu_seconds_by_process()
                             if side == "api":
                                 wall, lat = hammer(api, work)
                                 rate, p50, p99 = n / wall, percentile(lat, 0.5), percentile(lat, 0.99)
@@ -260,7 +262,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
                                 samples["floor_rate"].append(n / fwall)
                                 samples["floor_p50"].append(percentile(flat, 0.5))
                                 samples["floor_p99"].append(percentile(flat, 0.99))
+                            used = common.cpu_diff(cpu0, common.cpu_seconds_by_process())
+                            cpu[side].append({k: round(v / n * 1000, 3) for k, v in used.items() if v})
                         done += args.participants
+                        log(f"processor ms per request: api {cpu['api'][-1]}; floor {cpu['floor'][-1]}")
                         log(f"run {r + 1}/{args.runs}: {n} saves from {len(work)} clients: "
                             f"{samples['api_rate'][-1]:.0f}/s p50 {samples['api_p50'][-1] * 1e3:.0f} ms "
                             f"p99 {samples['api_p99'][-1] * 1e3:.0f} ms; floor {samples['floor_rate'][-1]:.0f}/s "
@@ -268,6 +273,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
                             f"participants in {prep:.1f} s)")
                     info = bench.check(done * len(FORMS), done * len(FORMS))
                     info["redraws"] = bench.redraws
+                    info["cpu_ms_per_request"] = cpu
             finally:
                 bench.db.dispose()
     med = {k: statistics.median(v) for k, v in samples.items()}

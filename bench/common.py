@@ -74,3 +74,38 @@ def row(benchmark: str, figure: str, value: float, unit: str, floor: float | Non
     ratio = round(value / floor, 3) if floor else None
     return {"benchmark": benchmark, "figure": figure, "value": round(value, 2), "unit": unit,
             "floor": round(floor, 2) if floor is not None else None, "ratio": ratio, "target": target, "ok": ok}
+
+
+def cpu_seconds_by_process() -> dict[str, float]:
+    """Processor seconds (user + system) used so far by the machine's processes, summed by kind: 'postgres'
+    (every server process), 'gunicorn <app module>' (arbiter and workers), 'this' (this process) and 'other'.
+    Diff two readings around a phase to see where its processor time went (Linux /proc; processes that ended
+    in between are not counted)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = str(os.getpid())
+    out: dict[str, float] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if pid == me:
+            kind = "this"
+        elif cmd.startswith("postgres"):
+            kind = "postgres"
+        elif "gunicorn" in cmd:
+            app = next((w for w in cmd.split() if ":" in w and not w.startswith("-")), "?")
+            kind = f"gunicorn {app}"
+        else:
+            kind = "other"
+        out[kind] = out.get(kind, 0.0) + used
+    return out
+
+
+def cpu_diff(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in sorted(set(before) | set(after))}
