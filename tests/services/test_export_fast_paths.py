@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import random
+import struct
+import zipfile
+import zlib
 
 import pytest
 
@@ -177,3 +181,44 @@ def test_an_empty_stored_date_exports_as_empty_when_dates_are_shifted():
     shift = dt.timedelta(days=-17)
     assert dataset.value_text(spec, "", shift) == "" and dataset.value_text(spec, None, shift) == ""
     assert dataset.value_text(spec, "2025-03-01", shift) == "2025-02-12"
+
+
+# -- the zip ------------------------------------------------------------------------------------------------
+
+
+def _raw_member(path, info: zipfile.ZipInfo) -> bytes:
+    """A member's compressed bytes, as stored after its local header."""
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        head = fh.read(30)
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        return fh.read(info.compress_size)
+
+
+def test_members_are_deflated_by_isal_into_a_plain_zip(tmp_path):
+    from isal import isal_zlib
+
+    data = b"".join(b"DE-%04d,BL,qbpds,%d,ok\n" % (i % 977, i) for i in range(60_000))
+    pieces = [data[:700_000], data[700_000:]]
+    z = bundle._Zip(tmp_path / "b.zip")
+    put = z.begin("a.csv")
+    for piece in pieces:
+        put(piece)
+    z.end("a.csv")
+    z.text("b.txt", lambda out: out.write("ünïcødé, \"quoted\"\n" * 5000))
+    hashes = dict(z.wait())
+    z.close()
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:  # the standard library reads it: CRCs and sizes check out
+        assert zf.testzip() is None
+        assert zf.read("a.csv") == data
+        assert zf.read("b.txt").decode() == "ünïcødé, \"quoted\"\n" * 5000
+        info = zf.getinfo("a.csv")
+        assert info.compress_type == zipfile.ZIP_DEFLATED and info.date_time == bundle.ZIP_TIME
+    assert hashes["a.csv"] == hashlib.sha256(data).hexdigest()
+    # The stored stream is ISA-L's level 1, not zlib's (whose bytes differ): the fast compressor is in use.
+    fast = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)
+    slow = zlib.compressobj(1, zlib.DEFLATED, -15)
+    expected = b"".join(fast.compress(piece) for piece in pieces) + fast.flush()
+    assert expected != b"".join(slow.compress(piece) for piece in pieces) + slow.flush()
+    assert _raw_member(tmp_path / "b.zip", info) == expected
