@@ -41,12 +41,15 @@ def awkward_trail(db, trial):
             audit.record(s, actor, "allocation:create", "allocation", text, participant=f"PA-{i:04d}", new=text)
             audit.record(s, actor, "screening:create", "screening", i, chain=f"{T}/screening/{text[:5]}",
                          new=text)
+            for _ in range(4 if i == 5 else 1):  # another trial's entries in between: seq ranges without ours
+                audit.record(s, actor, "note:create", "note", i, trial="other-trial", new=text)
 
 
 @pytest.mark.parametrize(("blinded", "deidentified"), [(False, False), (True, False), (False, True), (True, True)])
 def test_the_written_trail_matches_the_python_lines(db, awkward_trail, blinded, deidentified, monkeypatch):
     """PostgreSQL builds the lines itself (one COPY); SQLite writes the Python lines. Same bytes either way."""
-    monkeypatch.setattr(audit_trail, "_CHUNK", 300)  # many chunks: lines cut across COPY blocks are carried over
+    monkeypatch.setattr(audit_trail, "_CHUNK", 300)  # the Python path: many chunks
+    monkeypatch.setattr(audit_trail, "_SEQ_SPAN", 2)  # PostgreSQL: many COPY rows, some of them empty ranges
     with db.session(write=False) as s:
         postgres = s.get_bind().dialect.name == "postgresql"
         reference = b"".join(audit_trail.python_lines(s, T, blinded, deidentified))
@@ -54,6 +57,7 @@ def test_the_written_trail_matches_the_python_lines(db, awkward_trail, blinded, 
         audit_trail.write_entries(chunks.append, s, T, blinded, deidentified)
     assert reference.count(b"\n") >= 3 * len(AWKWARD)
     assert b"".join(chunks) == reference
+    assert b"other-trial" not in reference
     if postgres:  # the COPY path really ran, in many blocks, each cut at a line end
         assert audit_trail.pg_copy_sql(blinded, deidentified) is not None
         assert len(chunks) > 3 and all(c.endswith(b"\n") for c in chunks)
