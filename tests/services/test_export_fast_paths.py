@@ -226,3 +226,52 @@ def test_members_are_deflated_by_isal_into_a_plain_zip(tmp_path):
     expected = b"".join(fast.compress(piece) for piece in pieces) + fast.flush()
     assert expected != b"".join(slow.compress(piece) for piece in pieces) + slow.flush()
     assert _raw_member(tmp_path / "b.zip", info) == expected
+
+
+# -- the records, read on PostgreSQL with one binary COPY ---------------------------------------------------
+
+
+def test_records_read_with_copy_are_the_records_of_the_flat_join(db, actor, randomized):
+    """PostgreSQL streams the records with their values as arrays (COPY); every database can read the flat join,
+    grouped in Python. Same records, same order, same values: awkward text, a missing code, a value-less record,
+    an any-time form (no visit), derived values."""
+    from trialmgr.services import crf, enrollment, trials
+
+    codes = [randomized("DE", "F"), randomized("PA", "M"), randomized("NC", "F"), randomized("DE", "M")]
+    notes = [t for t in AWKWARD if t and t == t.strip() and "\r" not in t and "\x01" not in t]  # as saved
+    with db.session() as s:
+        for i, code in enumerate(codes):
+            p = enrollment.get_participant(s, actor, T, code)
+            crf.save_form(s, actor, p, "performance", {"gait_usual_s": "8.00", "gait_fast_s": "6.25", "tug_s": "9.5",
+                                                       "six_mwt_m": "410"}, missing={"chair_stand_30s": "RF"},
+                          visit_code="BL")
+            crf.save_form(s, actor, p, "session_log", {"sessions_planned": "8", "sessions_attended": str(6 + i % 2),
+                                                       "home_program": "most", "notes": notes[i]}, visit_code="W4")
+            crf.save_form(s, actor, p, "adverse_event", {"term": notes[-1 - i], "onset_date": "2026-01-02",
+                                                         "severity": "mild", "serious": "no", "relatedness": "not",
+                                                         "action_taken": "none", "outcome": "recovered"},
+                          status="draft")
+    with db.session() as s:  # an empty stored text and a NULL without a missing code, as older data may hold
+        from sqlalchemy import update
+
+        from trialmgr.db.models_crf import FormValue
+
+        for field, value in (("tug_s", ""), ("six_mwt_m", None)):
+            s.execute(update(FormValue).where(FormValue.field_id == field).values(value=value))
+    with db.session(write=False) as s:
+        proto = trials.current_protocol(s, T)
+        by_id = {x.id: x for x in dataset.subjects(s, proto, dataset.ExportOptions())}
+        flat = list(dataset._records_flat(s, proto, by_id, None))
+        got = list(dataset.records(s, proto, by_id))
+        one_form = list(dataset.records(s, proto, by_id, "session_log"))
+    assert got == flat
+    assert one_form == [(f, r) for f, r in flat if f == "session_log"] and len(one_form) == 4
+    order = [0, 3, 2, 1]  # by site, then number: DE-0001, DE-0002, NC-0001, PA-0001
+    assert [r.values["notes"] for _f, r in one_form] == [notes[i] for i in order]
+    perf = [r for f, r in flat if f == "performance"]
+    assert [r.missing for r in perf] == [{"chair_stand_30s": "RF"}] * 4 and "chair_stand_30s" not in perf[0].values
+    assert [(r.values["tug_s"], "six_mwt_m" in r.values) for r in perf] == [("", False)] * 4
+    anytime = [r for f, r in flat if f == "adverse_event"]
+    assert [(r.visit_code, r.visit_date, r.status) for r in anytime] == [(None, None, "draft")] * 4
+    assert [r.values["term"] for r in anytime] == [notes[-1 - i] for i in order]
+    assert all("attendance" in r.values for _f, r in one_form)  # derived values come too

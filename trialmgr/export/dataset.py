@@ -3,13 +3,10 @@ in one place."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -107,6 +104,14 @@ def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject
             ) -> Iterator[tuple[str, RecordRow]]:
     """(form id, record) for every record (of one form, or all), with its values, ordered by participant,
     visit, form and instance. One streamed query: memory holds one record at a time, whatever the trial's size."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _records_pg(session, proto, subjects_by_id, form_id)
+    return _records_flat(session, proto, subjects_by_id, form_id)
+
+
+def _records_flat(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject], form_id: str | None
+                  ) -> Iterator[tuple[str, RecordRow]]:
+    """records() on any database: one row per value (the flat join), grouped here."""
     stmt = (select(FormRecord.id, FormRecord.participant_id, FormRecord.form_id, FormRecord.instance,
                    FormRecord.status, FormRecord.sdv_at, VisitRecord.code, VisitRecord.position, VisitRecord.visit_date,
                    FormValue.field_id, FormValue.value, FormValue.missing_code)
@@ -119,9 +124,6 @@ def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject
                       FormRecord.instance, FormRecord.id))
     if form_id is not None:
         stmt = stmt.where(FormRecord.form_id == form_id)
-    if session.get_bind().dialect.name == "postgresql":
-        yield from _records_pg(session, proto, subjects_by_id, form_id)
-        return
     current: RecordRow | None = None
     current_id = current_form = None
     # Core rows straight from the driver (a server-side cursor on PostgreSQL): no ORM row processing.
@@ -165,60 +167,32 @@ ORDER BY r.site_code, r.number, r.vpos, r.form_id, r.instance, r.id
 def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject], form_id: str | None
                 ) -> Iterator[tuple[str, RecordRow]]:
     """records() on PostgreSQL: one row per record with its values as three arrays (the database groups them),
-    in binary from a server-side cursor on the session's connection. A tenth of the rows and a quarter of the
-    cells the flat join gives Python to convert, in the same order and with the same content."""
+    streamed with one binary COPY on the session's connection. A tenth of the rows and a quarter of the cells
+    the flat join gives Python to convert, in the same order and with the same content.
+
+    COPY, not a server-side cursor: a cursor computes rows only when they are fetched, so the database waited
+    for Python to ask for each batch (and a thread fetching ahead took the GIL from the formatting); COPY keeps
+    the database computing while Python formats, as far ahead as the socket's buffers let it. Early exit
+    cancels the COPY, and with it the transaction (only the export reads this, to the end)."""
     conn = session.connection().connection.driver_connection
     sql = _PG_RECORDS.format(form_filter="AND fr.form_id = %s" if form_id is not None else "")
     params = (proto.id, form_id) if form_id is not None else (proto.id,)
-    with conn.cursor(name="trialmgr_export_records", binary=True) as cur:
-        cur.execute(sql, params)
-        for _rid, pid, fid, instance, status, sdv, vcode, pos, vdate, fields, vals, missing in _prefetched(cur):
-            values: dict[str, str] = {}
-            missed: dict[str, str] = {}
-            if fields is not None:
-                for field_id, value, code in zip(fields, vals, missing, strict=True):
-                    if code:
-                        missed[field_id] = code
-                    elif value is not None:
-                        values[field_id] = value
-            yield fid, RecordRow(subjects_by_id[pid], vcode, pos or 0, vdate, instance, status, values, missed, sdv)
-
-
-def _prefetched(cur, batch: int = 1000) -> Iterator[tuple]:
-    """The rows of a server-side cursor, the next batch fetched by a thread while the caller works on this one.
-
-    A server-side cursor computes rows when they are fetched: fetching in line, the database waited for Python
-    to format a batch and Python waited for the database to compute the next. At most three batches are held.
-    The cursor is used by the thread alone until the rows end or the caller stops."""
-    batches: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def fetch() -> None:
-        try:
-            while not stop.is_set():
-                rows = cur.fetchmany(batch)
-                batches.put(rows)
-                if not rows:
-                    return
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            batches.put(exc)
-
-    worker = threading.Thread(target=fetch, name="export-records", daemon=True)
-    worker.start()
-    try:
-        while True:
-            rows = batches.get()
-            if isinstance(rows, BaseException):
-                raise rows
-            if not rows:
-                return
-            yield from rows
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a put() on a full queue, then let the thread end
-            with contextlib.suppress(queue.Empty):
-                batches.get(timeout=0.05)
-        worker.join()
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM ({sql}) q LIMIT 0", params)  # noqa: S608 - the column types, for COPY
+        types = [c.type_code for c in cur.description]
+        with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)", params) as cp:
+            cp.set_types(types)
+            for _rid, pid, fid, instance, status, sdv, vcode, pos, vdate, fields, vals, missing in cp.rows():
+                values: dict[str, str] = {}
+                missed: dict[str, str] = {}
+                if fields is not None:
+                    for field_id, value, code in zip(fields, vals, missing, strict=True):
+                        if code:
+                            missed[field_id] = code
+                        elif value is not None:
+                            values[field_id] = value
+                yield fid, RecordRow(subjects_by_id[pid], vcode, pos or 0, vdate, instance, status, values, missed,
+                                     sdv)
 
 
 def screenings(session: Session, proto: Protocol) -> Iterator[Screening]:
