@@ -123,7 +123,8 @@ def test_sigkill_workers_during_randomizations_and_form_saves(live):
     # Nothing but success or a broken connection (named by its exception: reset, incomplete read...): never a
     # 500 and never an error that blames the client.
     for a in [*randomized.values(), *filled.values()]:
-        assert all(isinstance(s, str) or s in (200, 201, 503) for s in a.seen), (a.path, a.seen)
+        assert all(isinstance(s, str) or s in (200, 201, 503) for s in a.seen), \
+            f"{a.path}: {a.seen}\n{live.log_tail(120)}"
     not_done = {c: a.seen for c, a in [*randomized.items(), *filled.items()] if not a.ok}
     assert not not_done, f"requests never succeeded within their retries: {not_done}"
 
