@@ -39,6 +39,7 @@ def main() -> None:
 def _init_instance() -> None:
     from trialmgr import keys
     from trialmgr.db import migrate
+    from trialmgr.services import twofactor
 
     settings = ensure_secret_key(st().settings)
     keys.ensure_all(settings)
@@ -47,6 +48,10 @@ def _init_instance() -> None:
         Path(db.engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     db.check()
     migrate.upgrade(db.engine)
+    with db.session() as s:  # TOTP secrets stored in the clear by versions before sealing
+        sealed = twofactor.seal_legacy_secrets(s, keys.credentials_key(settings))
+    if sealed:
+        click.echo(f"sealed the two-factor secrets of {sealed} account(s) with {keys.CREDENTIALS_KEY_FILE}")
 
 
 @main.command("init")

@@ -9,6 +9,7 @@ from trialmgr.config import Settings, write_private_file
 AUDIT_KEY_FILE = "audit_signing_key.pem"
 AUDIT_PUBLIC_DIR = "audit_public_keys"
 ALLOCATION_KEY_FILE = "allocation.key"
+CREDENTIALS_KEY_FILE = "credentials.key"
 
 
 class KeyMissing(Exception):
@@ -137,6 +138,23 @@ def commit_allocation_key(settings: Settings, stamp: str) -> Path:
     return retired
 
 
+def ensure_credentials_key(settings: Settings) -> None:
+    from trialmgr.domain import concealment
+
+    path = _path(settings, CREDENTIALS_KEY_FILE)
+    if not path.exists():
+        write_private_file(path, concealment.new_allocation_key())  # (a random AES-256 key like any other)
+
+
+def credentials_key(settings: Settings) -> bytes:
+    """The AES-256-GCM key sealing users' TOTP secrets in the database (services/twofactor.py)."""
+    path = _path(settings, CREDENTIALS_KEY_FILE)
+    if not path.exists():
+        raise KeyMissing(f"credentials key not found at {path}: run `trialmgr init`")
+    return path.read_bytes()
+
+
 def ensure_all(settings: Settings) -> None:
     ensure_audit_key(settings)
     ensure_allocation_key(settings)
+    ensure_credentials_key(settings)

@@ -85,9 +85,41 @@ def test_init_and_demo_in_a_fresh_instance(tmp_path):
         assert name in proc.stdout
     assert (tmp_path / "inst" / "secret_key").stat().st_mode & 0o077 == 0
     assert (tmp_path / "inst" / "audit_signing_key.pem").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "inst" / "credentials.key").stat().st_mode & 0o077 == 0
     again = subprocess.run([sys.executable, "-m", "trialmgr.cli", "init"], capture_output=True, text=True,
                            env=env, timeout=60)
     assert again.returncode == 0, again.stderr
+    assert "sealed" not in again.stdout
+
+
+def test_init_seals_two_factor_secrets_stored_in_the_clear(tmp_path):
+    """An instance upgraded from a version that stored TOTP secrets in the clear: `trialmgr init` seals them."""
+    import sqlite3
+
+    from trialmgr.services import twofactor
+
+    env = {"TRIALMGR_INSTANCE": str(tmp_path / "inst"), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "trialmgr.cli", "demo", "--participants", "0"], capture_output=True,
+                   env=env, timeout=120, check=True)
+    secret = twofactor.new_secret()
+    con = sqlite3.connect(tmp_path / "inst" / "trialmgr.db")
+    try:
+        with con:
+            con.execute("UPDATE user_account SET totp_secret = ? WHERE username = 'monitor'", (secret,))
+    finally:
+        con.close()
+    proc = subprocess.run([sys.executable, "-m", "trialmgr.cli", "init"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "sealed the two-factor secrets of 1 account(s)" in proc.stdout and secret not in proc.stdout
+    con = sqlite3.connect(tmp_path / "inst" / "trialmgr.db")
+    try:
+        user_id, stored = con.execute(
+            "SELECT id, totp_secret FROM user_account WHERE username = 'monitor'").fetchone()
+    finally:
+        con.close()
+    key = (tmp_path / "inst" / "credentials.key").read_bytes()
+    assert stored.startswith("v1.") and twofactor.unseal(key, user_id, stored) == secret
 
 
 def test_backup_of_a_running_sqlite_instance(tmp_path):

@@ -11,12 +11,28 @@ import pytest
 from sqlalchemy import select
 
 from tests.support import PASSWORD, csrf_token
+from trialmgr import keys
 from trialmgr.db.models_accounts import User
 from trialmgr.db.models_audit import AuditEntry
 from trialmgr.domain.errors import ValidationFailed
 from trialmgr.services import accounts, twofactor
 
 T = "hip-pt-clbp"
+KEY: bytes = b""  # the test instance's credentials key (the fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _credentials_key(settings):
+    global KEY
+    KEY = keys.credentials_key(settings)
+
+
+def _stored_secret(user: User) -> str | None:
+    """The secret a user's row holds, unsealed (and checked to be sealed, never in the clear)."""
+    if user.totp_secret is None:
+        return None
+    assert user.totp_secret.startswith("v1.") and len(user.totp_secret) <= 128, user.totp_secret
+    return twofactor.unseal(KEY, user.id, user.totp_secret)
 
 
 def _actions(db, username):
@@ -37,7 +53,7 @@ def _enrol_directly(db, username) -> str:
     with db.session() as s:
         # An hour ago, so that a code for "now" in the test is a later, unused step.
         twofactor.enrol(s, cli_actor(), accounts.get_user(s, username), secret,
-                        twofactor.code_at(secret, time.time() - 3600), now=time.time() - 3600)
+                        twofactor.code_at(secret, time.time() - 3600), KEY, now=time.time() - 3600)
     return secret
 
 
@@ -69,10 +85,10 @@ def test_enrol_needs_the_right_code_and_audits_without_the_secret(session, actor
     secret = twofactor.new_secret()
     with pytest.raises(ValidationFailed) as info:
         twofactor.enrol(session, actor, user, secret, "000000" if twofactor.code_at(secret, time.time()) != "000000"
-                        else "111111")
+                        else "111111", KEY)
     assert "code" in info.value.errors and user.totp_secret is None
-    twofactor.enrol(session, actor, user, secret, twofactor.code_at(secret, time.time()))
-    assert user.totp_secret == secret and user.totp_last_step is not None
+    twofactor.enrol(session, actor, user, secret, twofactor.code_at(secret, time.time()), KEY)
+    assert _stored_secret(user) == secret and secret not in user.totp_secret and user.totp_last_step is not None
     entries = session.scalars(select(AuditEntry).where(AuditEntry.action == "user:totp_enrol")).all()
     assert len(entries) == 1 and entries[0].entity_id == "tess"
     row = entries[0]
@@ -135,6 +151,59 @@ def test_wrong_codes_count_as_failed_logins_and_lock_the_account(app, client, lo
     assert "login:lockout" in actions
 
 
+def _set_stored(db, username, stored):
+    with db.session() as s:
+        accounts.get_user(s, username).totp_secret = stored
+
+
+def test_a_secret_stored_in_the_clear_by_an_earlier_version_still_works_and_is_sealed_at_sign_in(
+        client, login, make_user, trial, db):
+    make_user("old", f"{T}:monitor")
+    secret = twofactor.new_secret()
+    _set_stored(db, "old", secret)  # as versions before sealing stored it
+    login("old")
+    assert _login_code(client, twofactor.code_at(secret, time.time())).status_code == 302
+    user = _user(db, "old")
+    assert _stored_secret(user) == secret and secret not in user.totp_secret
+    assert not [e for e in _actions(db, "old") if e.startswith("user:totp")]  # the factor itself did not change
+
+
+def test_a_sealed_secret_opens_only_for_its_own_account_and_key(client, login, make_user, trial, db, caplog):
+    make_user("ann", f"{T}:monitor")
+    make_user("bob", f"{T}:monitor")
+    secret = _enrol_directly(db, "ann")
+    ann = _user(db, "ann")
+    # Someone with write access to the database copies ann's sealed secret onto bob's account: the code from
+    # ann's app must not sign bob in (the associated data binds the secret to ann's id).
+    _set_stored(db, "bob", ann.totp_secret)
+    login("bob")
+    with caplog.at_level("ERROR", logger="trialmgr.services.twofactor"):
+        resp = _login_code(client, twofactor.code_at(secret, time.time()))
+    assert resp.status_code == 401 and _actions(db, "bob")[-1] == "login:totp_failure"
+    assert "does not open" in caplog.text and secret not in caplog.text
+    assert twofactor.unseal(KEY, _user(db, "bob").id, ann.totp_secret) is None
+    assert twofactor.unseal(bytes(32), ann.id, ann.totp_secret) is None  # another instance's key
+    flipped = ann.totp_secret[:-2] + ("A" if ann.totp_secret[-2] != "A" else "B") + ann.totp_secret[-1]
+    assert twofactor.unseal(KEY, ann.id, flipped) is None  # an altered byte
+    assert twofactor.unseal(KEY, ann.id, "v1.!!not base64!!") is None
+
+
+def test_seal_legacy_secrets_seals_each_clear_secret_once(session, actor, hasher, make_user):
+    for name in ("cyd", "dia", "eds"):
+        make_user(name)
+    secrets_ = {}
+    for name in ("cyd", "dia"):
+        secrets_[name] = twofactor.new_secret()
+        accounts.get_user(session, name).totp_secret = secrets_[name]
+    sealed_before = twofactor.seal(KEY, accounts.get_user(session, "eds").id, twofactor.new_secret())
+    accounts.get_user(session, "eds").totp_secret = sealed_before
+    assert twofactor.seal_legacy_secrets(session, KEY) == 2
+    for name, secret in secrets_.items():
+        assert _stored_secret(accounts.get_user(session, name)) == secret
+    assert accounts.get_user(session, "eds").totp_secret == sealed_before
+    assert twofactor.seal_legacy_secrets(session, KEY) == 0
+
+
 def test_the_password_step_does_not_reset_the_failure_count(app, client, login, make_user, trial, db):
     """Otherwise whoever knows the password could guess codes for ever, signing in again every few tries."""
     make_user("max", f"{T}:monitor")
@@ -180,7 +249,7 @@ def test_enrolment_page_shows_the_key_and_turns_totp_on(client, login, make_user
     resp = client.post("/account/two-factor", data={"code": twofactor.code_at(secret, time.time()),
                                                    "csrf_token": token})
     assert resp.status_code == 302
-    assert _user(db, "una").totp_secret == secret
+    assert _stored_secret(_user(db, "una")) == secret
     assert "user:totp_enrol" in _actions(db, "una")
     assert "is on for your account" in client.get("/account/two-factor").get_data(as_text=True)
 

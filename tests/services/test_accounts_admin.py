@@ -97,19 +97,22 @@ def test_touch_token_records_last_use_at_most_once_a_minute(session, actor, hash
     assert accounts.token_needs_touch(token)
 
 
-def test_totp_reset_needs_a_reason_and_audits(session, actor, hasher):
+def test_totp_reset_needs_a_reason_and_audits(session, actor, hasher, settings):
     import time
 
+    from trialmgr import keys
+
+    key = keys.credentials_key(settings)
     user = _user(session, actor, hasher, "rob")
     with pytest.raises(Conflict):
         twofactor.reset(session, actor, user, "lost phone")
     secret = twofactor.new_secret()
-    twofactor.enrol(session, actor, user, secret, twofactor.code_at(secret, time.time()))
+    twofactor.enrol(session, actor, user, secret, twofactor.code_at(secret, time.time()), key)
     with pytest.raises(Conflict):
-        twofactor.enrol(session, actor, user, secret, twofactor.code_at(secret, time.time()))
+        twofactor.enrol(session, actor, user, secret, twofactor.code_at(secret, time.time()), key)
     with pytest.raises(ReasonRequired):
         twofactor.reset(session, actor, user, " ")
-    assert user.totp_secret == secret
+    assert twofactor.unseal(key, user.id, user.totp_secret) == secret
     twofactor.reset(session, actor, user, "lost phone")
     assert user.totp_secret is None and user.totp_last_step is None
     entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "user:totp_reset"))

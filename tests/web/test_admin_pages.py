@@ -178,20 +178,24 @@ def test_admin_cannot_lock_themselves_out(admin, db):
     assert _user(db, "ada").active
 
 
-def test_reset_two_factor(admin, db, make_user):
+def test_reset_two_factor(admin, db, make_user, settings):
     import time
 
+    from trialmgr import keys
     from trialmgr.services import accounts, twofactor
     from trialmgr.services.context import cli_actor
 
+    key = keys.credentials_key(settings)
     make_user("tom", f"{T}:monitor")
     secret = twofactor.new_secret()
     with db.session() as s:
-        twofactor.enrol(s, cli_actor(), accounts.get_user(s, "tom"), secret, twofactor.code_at(secret, time.time()))
+        twofactor.enrol(s, cli_actor(), accounts.get_user(s, "tom"), secret, twofactor.code_at(secret, time.time()),
+                        key)
     page = f"{A}/users/tom"
     resp = _post(admin, f"{page}/two-factor/reset", {"totp-reason": ""}, page)
     assert resp.status_code == 422 and "Give a reason" in _error_of(resp.get_data(as_text=True), "totp-reason")
-    assert _user(db, "tom").totp_secret == secret
+    stored = _user(db, "tom")
+    assert twofactor.unseal(key, stored.id, stored.totp_secret) == secret
     assert _post(admin, f"{page}/two-factor/reset", {"totp-reason": "new phone"}, page).status_code == 302
     assert _user(db, "tom").totp_secret is None
     assert "user:totp_reset" in [e.action for e in _actions(db, "tom")]

@@ -8,7 +8,8 @@ def test_healthz_reports_database_migrations_and_keys(client):
     resp = client.get("/healthz")
     assert resp.status_code == 200
     assert resp.get_json() == {"status": "ok", "checks": {"database": "ok", "migrations": "ok",
-                                                          "audit_signing_key": "ok", "allocation_key": "ok"}}
+                                                          "audit_signing_key": "ok", "allocation_key": "ok",
+                                                          "credentials_key": "ok"}}
 
 
 def test_healthz_says_what_is_missing(app, tmp_path):
@@ -19,7 +20,8 @@ def test_healthz_says_what_is_missing(app, tmp_path):
     resp = app.test_client().get("/healthz")
     assert resp.status_code == 503
     body = resp.get_json()
-    assert body["checks"]["audit_signing_key"] == "missing" and body["status"] == "unavailable"
+    assert body["checks"]["audit_signing_key"] == body["checks"]["credentials_key"] == "missing"
+    assert body["status"] == "unavailable"
     assert str(tmp_path) not in resp.get_data(as_text=True)
 
 

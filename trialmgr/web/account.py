@@ -11,6 +11,7 @@ from flask_login import current_user, logout_user
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length
 
+from trialmgr import keys
 from trialmgr.db.models_accounts import User
 from trialmgr.domain.errors import Conflict, ValidationFailed
 from trialmgr.services import accounts, twofactor
@@ -59,7 +60,8 @@ def two_factor():
         if form.validate():
             try:
                 with transaction() as s:
-                    twofactor.enrol(s, g.actor, s.get(User, user.id), secret, form.code.data)
+                    twofactor.enrol(s, g.actor, s.get(User, user.id), secret, form.code.data,
+                                    keys.credentials_key(state().settings))
             except ValidationFailed as exc:
                 form.apply_errors(exc.errors)
             except Conflict as exc:

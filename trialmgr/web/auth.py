@@ -11,6 +11,7 @@ from sqlalchemy.orm import selectinload
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length
 
+from trialmgr import keys
 from trialmgr.db.models_accounts import User
 from trialmgr.services import accounts, twofactor
 from trialmgr.services.context import Actor
@@ -118,7 +119,8 @@ def login_code():
         st = state()
         with transaction() as s:
             user = twofactor.verify_login(
-                s, int(pending["user_id"]), form.code.data, max_failures=st.settings.login_max_failures,
+                s, int(pending["user_id"]), form.code.data, key=keys.credentials_key(st.settings),
+                max_failures=st.settings.login_max_failures,
                 lockout_minutes=st.settings.login_lockout_minutes, client_addr=request.remote_addr,
                 request_id=g.request_id)
             user_id = user.id if user else None

@@ -37,7 +37,8 @@ def healthz():
     except (DatabaseUnavailable, DBAPIError):  # DBAPIError: the server went away between the two queries
         checks["database"] = "unreachable"
         checks["migrations"] = "unknown"
-    for name, path in (("audit_signing_key", keys.AUDIT_KEY_FILE), ("allocation_key", keys.ALLOCATION_KEY_FILE)):
+    for name, path in (("audit_signing_key", keys.AUDIT_KEY_FILE), ("allocation_key", keys.ALLOCATION_KEY_FILE),
+                       ("credentials_key", keys.CREDENTIALS_KEY_FILE)):
         checks[name] = "ok" if st.settings.key_path(path).exists() else "missing"
     ok = all(v == "ok" for v in checks.values())
     response = jsonify({"status": "ok" if ok else "unavailable", "checks": checks})
