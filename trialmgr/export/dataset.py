@@ -185,7 +185,9 @@ def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Sub
             for _rid, pid, fid, instance, status, sdv, vcode, pos, vdate, fields, vals, missing in cp.rows():
                 values: dict[str, str] = {}
                 missed: dict[str, str] = {}
-                if fields is not None:
+                if fields is not None and None not in vals and missing.count(None) == len(missing) == len(fields):
+                    values = dict(zip(fields, vals, strict=True))  # the usual record: no missing code, no NULL
+                elif fields is not None:
                     for field_id, value, code in zip(fields, vals, missing, strict=True):
                         if code:
                             missed[field_id] = code
