@@ -175,6 +175,16 @@ def test_the_trail_read_alongside_is_the_trail_read_after(tmp_path, settings, mo
                 real(self, *a, **k)
 
             monkeypatch.setattr(audit_trail.Alongside, "__init__", spy)
+            # Ranges of two seq numbers: both halves of the trail (streamed, spooled) hold many of them.
+            monkeypatch.setattr(audit_trail, "_SEQ_SPAN", 2)
+            spooled = []
+            real_append = bundle._Zip.append
+
+            def spy_append(self, name, path):
+                spooled.append(path.read_bytes())
+                real_append(self, name, path)
+
+            monkeypatch.setattr(bundle._Zip, "append", spy_append)
             bundles = {}
             for alongside in (True, False):
                 if not alongside:
@@ -189,6 +199,10 @@ def test_the_trail_read_alongside_is_the_trail_read_after(tmp_path, settings, mo
                                           if n not in ("manifest.json", "README.txt", "odm.xml",
                                                        "audit/checkpoints.jsonl")}
             assert started == ([True] if PG_URL else [])
+            if PG_URL:  # the second half was spooled and appended: a proper part of the trail, not all of it
+                trail = bundles[True]["audit/entries.jsonl"]
+                assert len(spooled) == 1 and spooled[0].count(b"\n") >= 4 and trail.endswith(spooled[0])
+                assert len(trail) > len(spooled[0]) + 1000
             assert bundles[True]["audit/entries.jsonl"].count(b"\n") >= 2 * len(AWKWARD)
             assert bundles[True] == bundles[False]
         finally:

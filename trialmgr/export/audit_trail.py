@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
 from sqlalchemy import DateTime, Integer, String, Text, text
@@ -81,8 +82,9 @@ _TS_SQL = """to_json(to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"
 def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
     """The SELECT that renders the entries on PostgreSQL: one bytea row per range of ``_SEQ_SPAN`` seq numbers
     (NULL for a range without entries of the trial), holding the UTF-8 lines of its entries in seq order, the
-    rows in seq order (one named parameter, ``trial``); or None when a column has a type this rendering does
-    not know (the Python path is then used)."""
+    rows in seq order (named parameters: ``trial``; ``first`` and ``last``, the range numbers ``seq //
+    _SEQ_SPAN`` to read from and to, or None); or None when a column has a type this rendering does not know
+    (the Python path is then used)."""
     table = AuditEntry.__table__
     redact = []
     if blinded:
@@ -124,8 +126,10 @@ def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
     where = f"trial = %(trial)s AND seq >= g * {span} AND seq < (g + 1) * {span}"
     rows = f"(SELECT *, {cond} AS _r FROM audit_entry WHERE {where}) e" if cond else \
         f"audit_entry WHERE {where}"  # noqa: S608
-    first, last = (f"(SELECT {f}(seq) FROM audit_entry WHERE trial = %(trial)s) / {span}"  # noqa: S608
-                   for f in ("min", "max"))
+    # The trail's ranges, or those from %(first)s to %(last)s (range numbers; NULL: no bound), so that parts of
+    # the trail can be read by connections of their own (Alongside).
+    first, last = (f"{g}(%({b})s, (SELECT {f}(seq) FROM audit_entry WHERE trial = %(trial)s) / {span})"  # noqa: S608
+                   for g, b, f in (("greatest", "first", "min"), ("least", "last", "max")))
     # ORDER BY g with a LIMIT: the planner then evaluates the (expensive) lines after sorting the few range
     # numbers instead of sorting the lines themselves (make_sort_input_target); the LIMIT never binds.
     return (f"SELECT (SELECT convert_to(string_agg(line, '' ORDER BY seq), 'UTF8') "  # noqa: S608
@@ -137,10 +141,12 @@ def _pg_copy(write: Callable[[bytes], object], session: Session, select_sql: str
     _copy_lines(write, session.connection().connection.driver_connection, select_sql, trial_id)
 
 
-def _copy_lines(write: Callable[[bytes], object], conn, select_sql: str, trial_id: str) -> None:
-    """Stream the lines with one binary COPY on a psycopg connection, in its current transaction: each row's
-    bytes are whole lines, passed on as they are."""
-    with conn.cursor() as cur, cur.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT binary)", {"trial": trial_id}) as cp:
+def _copy_lines(write: Callable[[bytes], object], conn, select_sql: str, trial_id: str,
+                first: int | None = None, last: int | None = None) -> None:
+    """Stream the lines (of the ranges first..last) with one binary COPY on a psycopg connection, in its current
+    transaction: each row's bytes are whole lines, passed on as they are."""
+    params = {"trial": trial_id, "first": first, "last": last}
+    with conn.cursor() as cur, cur.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT binary)", params) as cp:
         cp.set_types(["bytea"])
         for (lines,) in cp.rows():
             if lines:
@@ -164,38 +170,72 @@ def can_read_alongside(session: Session) -> bool:
 
 
 class Alongside:
-    """entries.jsonl streamed through ``write`` by a second connection, in a thread, while the export formats
-    the form data: the database renders the lines and the zip's thread deflates them while Python formats the
-    forms.
+    """entries.jsonl streamed through ``write`` by other connections, in threads, while the export formats the
+    form data: the database renders the lines and the zip's thread deflates them while Python formats the forms.
 
-    The connection imports the export transaction's snapshot (pg_export_snapshot / SET TRANSACTION SNAPSHOT,
+    The trail is read in two halves (by seq), each by a connection of its own, so that rendering it takes two
+    database processes, not one: it is the largest piece of work of a large export, and with one process it
+    ended seconds after the forms. The first half streams through ``write``; the second is spooled to a file in
+    ``spool`` meanwhile and handed to ``append`` as soon as the first half is through (the zip's thread then
+    copies it into the member, still alongside the forms).
+
+    Each connection imports the export transaction's snapshot (pg_export_snapshot / SET TRANSACTION SNAPSHOT,
     read only, repeatable read), so it reads the trail as of that moment, as the export's own connection would
-    (can_read_alongside: that transaction has written no entries of its own). ``write`` must be safe to call
-    from another thread (the bundle's zip queue is)."""
+    (can_read_alongside: that transaction has written no entries of its own). ``write`` and ``append`` must be
+    safe to call from another thread (the bundle's zip queue is)."""
 
-    def __init__(self, session: Session, write: Callable[[bytes], object], trial_id: str, blinded: bool,
-                 deidentified: bool) -> None:
-        self._error: BaseException | None = None
+    def __init__(self, session: Session, write: Callable[[bytes], object], append: Callable[[Path], object],
+                 trial_id: str, blinded: bool, deidentified: bool, spool: Path) -> None:
+        self._errors: list[BaseException] = []
         sql = pg_copy_sql(blinded, deidentified)
         snapshot = session.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+        # Where to cut: any range number gives the same lines in the same order (each half is bounded by the
+        # snapshot's own first and last entries), so this need not be read in the snapshot.
+        low, high = session.execute(text("SELECT min(seq), max(seq) FROM audit_entry WHERE trial = :t"),
+                                    {"t": trial_id}).one()
+        cut = (low // _SEQ_SPAN + high // _SEQ_SPAN + 1) // 2 if low is not None else 0
+        spooled = spool / "entries-2.jsonl"
         engine = session.get_bind().engine
-        self._thread = threading.Thread(target=self._run, args=(engine, snapshot, sql, trial_id, write),
-                                        name="bundle-audit", daemon=True)
-        self._thread.start()
+        second = threading.Thread(target=self._spool, args=(engine, snapshot, sql, trial_id, cut, spooled),
+                                  name="bundle-audit-2", daemon=True)
+        first = threading.Thread(target=self._first, args=(engine, snapshot, sql, trial_id, cut - 1, write, second,
+                                                          append, spooled), name="bundle-audit-1", daemon=True)
+        self._threads = [second, first]
+        for t in self._threads:
+            t.start()
 
-    def _run(self, engine, snapshot: str, sql: str, trial_id: str, write: Callable[[bytes], object]) -> None:
+    def _first(self, engine, snapshot: str, sql: str, trial_id: str, last: int, write: Callable[[bytes], object],
+               second: threading.Thread, append: Callable[[Path], object], spooled: Path) -> None:
+        self._run(engine, snapshot, sql, trial_id, write, None, last)
+        second.join()
+        if not self._errors:
+            try:
+                append(spooled)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the export's thread
+                self._errors.append(exc)
+
+    def _spool(self, engine, snapshot: str, sql: str, trial_id: str, first: int, path: Path) -> None:
+        try:
+            with open(path, "wb") as fh:
+                self._run(engine, snapshot, sql, trial_id, fh.write, first, None)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the export's thread
+            self._errors.append(exc)
+
+    def _run(self, engine, snapshot: str, sql: str, trial_id: str, write: Callable[[bytes], object],
+             first: int | None, last: int | None) -> None:
         try:
             with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 conn.exec_driver_sql("SET LOCAL jit = off")  # as the export's own transaction (bundle.build)
-                _copy_lines(write, conn.connection.driver_connection, sql, trial_id)
+                _copy_lines(write, conn.connection.driver_connection, sql, trial_id, first, last)
                 conn.rollback()
         except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the export's thread
-            self._error = exc
+            self._errors.append(exc)
 
     def wait(self) -> None:
-        """Until every line is written (re-raises the thread's error)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        """Until every line is given to ``write`` or ``append`` (re-raises a thread's error)."""
+        for t in self._threads:
+            t.join()
+        if self._errors:
+            raise self._errors[0]

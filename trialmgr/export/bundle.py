@@ -146,14 +146,27 @@ class _Zip:
                     raw.close()
                     self.hashes[name] = sha.hexdigest()
                     raw = sha = None
-                elif kind == "file":  # a spooled file as a member, hashed on the way in
-                    sha = hashlib.sha256()
-                    with self._member(name) as out, open(payload, "rb") as fh:
+                elif kind == "more":  # a spooled file's bytes, appended to the open member
+                    with open(payload, "rb") as fh:
                         for chunk in iter(lambda: fh.read(1 << 20), b""):
                             sha.update(chunk)
-                            out.write(chunk)
-                    self.hashes[name] = sha.hexdigest()
-                    sha = None
+                            raw.write(chunk)
+                elif kind == "file":  # a spooled file as a member
+                    # Hashed by a thread of its own while this one checksums and deflates: the spooled files
+                    # come last, when the formatting is over and the other core would be idle.
+                    digest: list[str] = []
+                    hasher = threading.Thread(target=_sha256_into, args=(payload, digest), name="bundle-hash",
+                                              daemon=True)
+                    hasher.start()
+                    try:
+                        with self._member(name) as out, open(payload, "rb") as fh:
+                            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                                out.write(chunk)
+                    finally:
+                        hasher.join()
+                    if not digest:
+                        raise OSError(f"could not hash {payload}")
+                    self.hashes[name] = digest[0]
             except BaseException as exc:  # noqa: BLE001 - re-raised in the producer's thread
                 self._error = exc
 
@@ -176,6 +189,11 @@ class _Zip:
         may be given to the zip in between."""
         self._put(("open", name, None))
         return lambda b: self._put(("data", name, b))
+
+    def append(self, name: str, path: Path) -> None:
+        """Append a spooled file's bytes to the member begin() opened (read by the writer thread: keep the file
+        until close())."""
+        self._put(("more", name, path))
 
     def end(self, name: str) -> None:
         self._put(("close", name, None))
@@ -216,6 +234,11 @@ class _Zip:
                 raise
         if self._error is not None and not quiet:
             raise self._error
+
+
+def _sha256_into(path: Path, out: list[str]) -> None:
+    with open(path, "rb") as fh:
+        out.append(hashlib.file_digest(fh, "sha256").hexdigest())
 
 
 def _masked_protocol(text: str, proto: Protocol, letters: dict[str, str]) -> str:
@@ -264,7 +287,8 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
         # while the form data are formatted, and deflated meanwhile; the zip takes nothing else until it ends.
         entries = "audit/entries.jsonl"
         if alongside:
-            trail = audit_trail.Alongside(session, z.begin(entries), trial_id, blinded, deidentified)
+            trail = audit_trail.Alongside(session, z.begin(entries), lambda path: z.append(entries, path), trial_id,
+                                          blinded, deidentified, Path(tmp.name))
         else:
             z.text(entries, lambda out: audit_trail.write_entries(out.write_bytes, session, trial_id, blinded,
                                                                   deidentified))
