@@ -76,7 +76,8 @@ def python_lines(session: Session, trial_id: str, blinded: bool, deidentified: b
 
 
 _REDACTED_TS = "'\"REDACTED\"'"
-_TS_SQL = """to_json(to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text"""
+# (The text to_char writes holds digits, '-', 'T', ':', '.' and 'Z' only: nothing JSON would escape.)
+_TS_SQL = """'"' || to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'"""
 
 
 def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
@@ -100,11 +101,14 @@ def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
         if isinstance(col.type, DateTime) or isinstance(getattr(col.type, "impl", None), DateTime):
             if name != "ts":
                 return None
-            value = f"coalesce({_TS_SQL}, 'null')"
+            value = _TS_SQL if not col.nullable else f"coalesce({_TS_SQL}, 'null')"
             if deidentified:
                 value = f"CASE WHEN _r THEN {_REDACTED_TS} ELSE {value} END"
         elif isinstance(col.type, Integer | String | Text):
-            value = f"coalesce(to_json({name})::text, 'null')"
+            # An integer's JSON text is its text; a NOT NULL column needs no null.
+            value = f"{name}::text" if isinstance(col.type, Integer) else f"to_json({name})::text"
+            if col.nullable:
+                value = f"coalesce({value}, 'null')"
             if cond and name not in KEEP:
                 value = f"CASE WHEN _r THEN 'null' ELSE {value} END"
         else:
