@@ -103,6 +103,29 @@ def test_monitor_home_is_blinded(client, login, make_user, data, db):
     assert not ARM_WORDS.search(html), ARM_WORDS.search(html)
 
 
+def test_monitor_worklist_links_the_forms_awaiting_verification(client, login, make_user, data, db):
+    from trialmgr.domain.vocab import Role
+    from trialmgr.services.context import Actor
+
+    html = page(client, login, make_user, "monitor", "monitor")
+    waiting = html.split('id="sdv-waiting-h"')[1].split("</section>")[0]
+    assert "Awaiting verification (2)" in html
+    link = f'href="/t/{T}/participants/{data["de"]}/forms/adverse_event/1"'
+    assert link in waiting and f'/forms/adverse_event/2"' in waiting and "any time" in waiting
+    assert client.get(f"/t/{T}/participants/{data['de']}/forms/adverse_event/1").status_code == 200
+    monitor = Actor(username="uma", role=Role.MONITOR, trial=T)
+    with db.session() as s:
+        p = s.scalar(select(Participant).where(Participant.code == data["de"]))
+        crf.verify_source(s, monitor, p, "adverse_event", None, 1)
+    waiting = client.get(f"/t/{T}/monitor").get_data(as_text=True).split('id="sdv-waiting-h"')[1]
+    assert "Awaiting verification (1)" in waiting and link not in waiting.split("</section>")[0]
+    with db.session() as s:
+        p = s.scalar(select(Participant).where(Participant.code == data["de"]))
+        crf.verify_source(s, monitor, p, "adverse_event", None, 2)
+    html = client.get(f"/t/{T}/monitor").get_data(as_text=True)
+    assert "Every complete form is verified." in html and "Awaiting verification (" not in html
+
+
 def test_admin_home_shows_list_counts_never_content(client, login, make_user, data):
     html = page(client, login, make_user, "admin", "admin")
     assert "Administration" in html and "Randomization list status" in html and "Protocol versions" in html

@@ -375,6 +375,30 @@ def sdv_progress(session: Session, trial: str) -> dict[str, list[SdvRow]]:
 
 
 @dataclass(frozen=True)
+class AwaitingSdv:
+    participant: str
+    site: str
+    form_id: str
+    visit: str | None  # None for an any-time form
+    instance: int | None
+    updated_at: dt.datetime
+
+
+def awaiting_sdv(session: Session, trial: str, limit: int = 25) -> tuple[int, list[AwaitingSdv]]:
+    """Complete forms no monitor has verified yet (a change after verification puts a form back here): how
+    many, and the `limit` longest waiting (oldest last change first), for the monitor's worklist."""
+    base = (select(Participant.code, Participant.site_code, FormRecord.form_id, VisitRecord.code,
+                   FormRecord.instance, FormRecord.updated_at)
+            .join(Participant, Participant.id == FormRecord.participant_id)
+            .outerjoin(VisitRecord, VisitRecord.id == FormRecord.visit_id)
+            .where(FormRecord.trial_id == trial, FormRecord.status == "complete", FormRecord.sdv_at.is_(None)))
+    total = session.scalar(select(func.count()).select_from(base.subquery()))
+    rows = session.execute(base.order_by(FormRecord.updated_at, FormRecord.id).limit(limit)).all()
+    return total or 0, [AwaitingSdv(code, site, form_id, visit, None if visit else instance, at)
+                        for code, site, form_id, visit, instance, at in rows]
+
+
+@dataclass(frozen=True)
 class AdverseEvent:
     record_id: int
     participant: str

@@ -18,6 +18,7 @@ from trialmgr.services import integrity_status, notify, queries, randomization, 
 from trialmgr.state import state
 from trialmgr.web import charts
 from trialmgr.web.access import PUBLIC, allow, current_identity
+from trialmgr.web.crf import form_url
 from trialmgr.web.db import read_session
 from trialmgr.web.report_pages import consort_for, inline
 
@@ -123,7 +124,7 @@ def monitor(trial: str):
     return render_template(
         "home/monitor.html", integrity=integrity_status.last(s, trial), queries_by_site=counts["by_site"],
         sdv=reports.sdv_progress(s, trial), form_title=lambda f: _form_title(ctx["protocol"], f),
-        **_consort_context(trial), **ctx)
+        awaiting_sdv=reports.awaiting_sdv(s, trial), form_url=form_url, **_consort_context(trial), **ctx)
 
 
 def _form_title(proto, form_id: str) -> str:
