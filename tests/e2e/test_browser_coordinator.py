@@ -277,6 +277,11 @@ def test_tablet_width_has_no_sideways_scrolling(live, browser):
         # With every error shown too (the longest version of the page).
         page.get_by_role("button", name="Check eligibility and save the screening").click()
         expect(page.get_by_role("alert")).to_be_visible()
+        # A radio group in error is outlined in the error colour, as a text box in error is (radios draw no
+        # border of their own).
+        sex = page.get_by_role("group", name="Sex")
+        expect(sex).to_have_css("border-top-color", "rgb(180, 35, 24)")
+        expect(sex).to_have_css("border-top-width", "2px")
         width, client = no_horizontal_scroll(page)
         assert width <= client, f"screening form with errors scrolls sideways at 768 px: {width} > {client}"
         screenshot(page, "screening-errors-tablet")
