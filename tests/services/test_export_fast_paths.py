@@ -11,6 +11,7 @@ import zipfile
 import zlib
 
 import pytest
+from sqlalchemy import text as sql_text
 
 from trialmgr.domain import audit as chainlib
 from trialmgr.export import audit_trail, bundle, dataset, odm
@@ -55,12 +56,28 @@ def test_the_written_trail_matches_the_python_lines(db, awkward_trail, blinded, 
         reference = b"".join(audit_trail.python_lines(s, T, blinded, deidentified))
         chunks: list[bytes] = []
         audit_trail.write_entries(chunks.append, s, T, blinded, deidentified)
+        if postgres:
+            _plain_lines_taken(s, blinded, deidentified)
     assert reference.count(b"\n") >= 3 * len(AWKWARD)
     assert b"".join(chunks) == reference
     assert b"other-trial" not in reference
     if postgres:  # the COPY path really ran, in many blocks, each cut at a line end
         assert audit_trail.pg_copy_sql(blinded, deidentified) is not None
         assert len(chunks) > 3 and all(c.endswith(b"\n") for c in chunks)
+
+
+def _plain_lines_taken(s, blinded: bool, deidentified: bool) -> None:
+    """PostgreSQL: the plain line (text wrapped in quotes as it is) is taken for an entry exactly when it has the
+    exact line's bytes: the usual entry takes it, one with a quote, a backslash or a control character anywhere
+    (a withheld value too) does not, and non-ASCII text needs no escape."""
+    cond, plain, exact, test = audit_trail.pg_line_sql(blinded, deidentified)
+    rows = f"(SELECT *, {cond} AS _r FROM audit_entry) e" if cond else "audit_entry"
+    got = s.execute(sql_text(f"SELECT {test}, plain = ({exact}), plain FROM "  # noqa: S608
+                             f"(SELECT *, {plain} AS plain FROM {rows} WHERE trial = :t OFFSET 0) x"), {"t": T}).all()
+    assert {fast for fast, *_ in got} == {True, False}
+    for fast, same, line in got:
+        assert fast == same, line
+        assert fast or any(c in line for c in '\\"') or any(ord(c) < 32 for c in line), line
 
 
 # -- the per-form fast path of the CSV and ODM formatting --------------------------------------------------
