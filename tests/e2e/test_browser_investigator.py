@@ -81,6 +81,12 @@ def test_consort_diagram_counts_and_updates(live, browser, seeded):
         screenshot(page, "investigator")
         criteria = {"Age 65 or older": 1, "Low back pain for at least 6 months": 1, "MMSE score 24 or higher": 1}
         check_consort(consort_text(page), assessed=4, excluded=2, by_criterion=criteria, randomized=2)
+        # Each phase label, as the browser draws it, stays inside its band (rotated: its height is its length).
+        overflow = consort.locator("svg").evaluate("""svg => [...svg.querySelectorAll('text[transform^="rotate"]')]
+            .map(t => { const band = t.previousElementSibling.getBoundingClientRect();
+                        const box = t.getBoundingClientRect();
+                        return [t.textContent, box.top >= band.top - 0.5 && box.bottom <= band.bottom + 0.5]; })""")
+        assert len(overflow) == 4 and all(inside for _, inside in overflow), overflow
         # The investigator is not blinded: the arms carry their names.
         assert set(allocated(consort_text(page))) == {"Hip-focused PT", "Spine-focused PT"}
         # The text equivalent under the picture says the same.

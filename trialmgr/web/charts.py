@@ -20,6 +20,7 @@ FONT_SIZE = 12
 LINE_H = 16
 PAD = 8
 CHAR_W = 6.6  # average glyph width at FONT_SIZE, for wrapping
+BOLD_CHAR_W = 8.0  # the widest a bold label's glyphs run on average at FONT_SIZE (DejaVu Sans Bold)
 MAX_REASONS = 8
 XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -196,7 +197,10 @@ def consort_svg(c: Consort, *, id_prefix: str = "consort") -> str:
         cv.parts.append(f'<rect x="{_fmt(margin)}" y="{_fmt(top)}" width="{_fmt(band_w)}" '
                         f'height="{_fmt(bottom - top)}" rx="4" fill="#dbe6f4" stroke="#1f5fa8" stroke-width="1"/>')
         mx, my = margin + band_w / 2 + 4, (top + bottom) / 2
-        cv.parts.append(f'<text x="{_fmt(mx)}" y="{_fmt(my)}" text-anchor="middle" font-weight="bold" '
+        # A label longer than its band (a short phase: one line per arm) is fitted into it, not let overflow.
+        room, wanted = bottom - top - 2 * PAD, len(name) * BOLD_CHAR_W
+        fit = (f' textLength="{_fmt(room)}" lengthAdjust="spacingAndGlyphs"' if wanted > room else "")
+        cv.parts.append(f'<text x="{_fmt(mx)}" y="{_fmt(my)}" text-anchor="middle" font-weight="bold"{fit} '
                         f'transform="rotate(-90 {_fmt(mx)} {_fmt(my)})">{escape(name)}</text>')
     title = f"CONSORT flow diagram, trial {c.trial}"
     return cv.document(width, height, title, consort_description(c))
