@@ -111,7 +111,7 @@ def test_monitor_worklist_links_the_forms_awaiting_verification(client, login, m
     waiting = html.split('id="sdv-waiting-h"')[1].split("</section>")[0]
     assert "Awaiting verification (2)" in html
     link = f'href="/t/{T}/participants/{data["de"]}/forms/adverse_event/1"'
-    assert link in waiting and f'/forms/adverse_event/2"' in waiting and "any time" in waiting
+    assert link in waiting and '/forms/adverse_event/2"' in waiting and "any time" in waiting
     assert client.get(f"/t/{T}/participants/{data['de']}/forms/adverse_event/1").status_code == 200
     monitor = Actor(username="uma", role=Role.MONITOR, trial=T)
     with db.session() as s:
