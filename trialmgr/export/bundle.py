@@ -147,10 +147,20 @@ class _Zip:
                     self.hashes[name] = sha.hexdigest()
                     raw = sha = None
                 elif kind == "more":  # a spooled file's bytes, appended to the open member
-                    with open(payload, "rb") as fh:
-                        for chunk in iter(lambda: fh.read(1 << 20), b""):
-                            sha.update(chunk)
-                            raw.write(chunk)
+                    # (Hashed by a thread of its own, as a spooled member is: the member's hash has taken every
+                    # byte given before, and takes nothing else until this ends.)
+                    done: list[bool] = []
+                    hasher = threading.Thread(target=_sha256_update, args=(payload, sha, done), name="bundle-hash",
+                                              daemon=True)
+                    hasher.start()
+                    try:
+                        with open(payload, "rb") as fh:
+                            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                                raw.write(chunk)
+                    finally:
+                        hasher.join()
+                    if not done:
+                        raise OSError(f"could not hash {payload}")
                 elif kind == "file":  # a spooled file as a member
                     # Hashed by a thread of its own while this one checksums and deflates: the spooled files
                     # come last, when the formatting is over and the other core would be idle.
@@ -241,6 +251,13 @@ def _sha256_into(path: Path, out: list[str]) -> None:
         out.append(hashlib.file_digest(fh, "sha256").hexdigest())
 
 
+def _sha256_update(path: Path, sha, done: list[bool]) -> None:
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    done.append(True)
+
+
 def _masked_protocol(text: str, proto: Protocol, letters: dict[str, str]) -> str:
     """The protocol file with arm codes and labels replaced by neutral letters (blinded bundles)."""
     out = text
@@ -264,6 +281,10 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
         # The export's few large queries gain nothing from JIT compilation, which costs a fixed fraction of a
         # second each (up to a third of the records query); for the rest of this transaction only.
         session.execute(text("SET LOCAL jit = off"))
+        # Nor from parallel workers: the export already keeps the machine busy (the records query, the audit
+        # trail's connections, the formatting, the zip's thread), and the records query's two workers cost half
+        # a second of CPU more than they saved in time, which the other processes then lacked.
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
     alongside = audit_trail.can_read_alongside(session)
     cp = audit.create_checkpoint(session, key, "export")
     last_cp = cp or session.scalars(select(audit.Checkpoint).order_by(audit.Checkpoint.seq.desc()).limit(1)).first()
@@ -274,8 +295,6 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
         lock_time = lock_ts.isoformat().replace("+00:00", "Z") if lock_ts else None
     opts = dataset.ExportOptions(blinded=blinded, deidentified=deidentified, secret=settings.secret_key.encode())
     letters = opts.arm_letters(proto)
-    subjects = dataset.subjects(session, proto, opts)
-    by_id = {s.id: s for s in subjects}
     fields_of = lambda form: dataset.exported_fields(form, opts)  # noqa: E731
     tick = progress or (lambda stage, done, total: None)
     counts: dict[str, int] = {}
@@ -292,6 +311,9 @@ def build(session: Session, actor: Actor, settings: Settings, trial_id: str, out
         else:
             z.text(entries, lambda out: audit_trail.write_entries(out.write_bytes, session, trial_id, blinded,
                                                                   deidentified))
+        # (Read once the trail's connections are at work: the participants are read meanwhile.)
+        subjects = dataset.subjects(session, proto, opts)
+        by_id = {s.id: s for s in subjects}
         tick("audit", 1, 4)
         created = lock_time or dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         spooled = _one_pass(session, proto, by_id, opts, Path(tmp.name), counts, odm_head=dict(
