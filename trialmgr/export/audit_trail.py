@@ -77,7 +77,20 @@ def python_lines(session: Session, trial_id: str, blinded: bool, deidentified: b
 
 _REDACTED_TS = "'\"REDACTED\"'"
 # (The text to_char writes holds digits, '-', 'T', ':', '.' and 'Z' only: nothing JSON would escape.)
-_TS_SQL = """'"' || to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'"""
+_TS_TEXT = """to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_TS_SQL = f"""'"' || {_TS_TEXT} || '"'"""
+
+
+def _joined(tokens: list) -> str:
+    """SQL concatenating tokens (str: SQL text; tuple (text,): a constant), adjacent constants joined first:
+    each || is a call for every entry."""
+    merged: list = []
+    for t in tokens:
+        if isinstance(t, tuple) and merged and isinstance(merged[-1], tuple):
+            merged[-1] = (merged[-1][0] + t[0],)
+        else:
+            merged.append(t)
+    return " || ".join("'" + t[0].replace("'", "''") + "'" if isinstance(t, tuple) else t for t in merged)
 
 
 def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str] | None:
@@ -101,13 +114,14 @@ def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str] 
     if deidentified:
         redact.append("(participant IS NOT NULL OR strpos(chain, '/screening/') > 0)")
     cond = " OR ".join(redact)
-    # Each value twice: as to_json writes it (exact) and plainly quoted.
-    parts: list[tuple[str, str, str]] = []  # (key, SQL text of the JSON value: exact, plain)
+    # Each value twice: as to_json writes it (exact) and plainly quoted (as tokens for _joined, key included).
+    parts: list[tuple[str, str, Callable[[str], list]]] = []  # (key, SQL of the exact JSON value, plain tokens)
     quoted: list[str] = []  # num_nonnulls() arguments: non-NULL for each value the plain line wraps in quotes
     for col in table.columns:
         name = col.name
         if not name.isidentifier() or name in ("redacted", "plain", "_r"):
             return None
+        redact = bool(cond) and name not in KEEP
         if isinstance(col.type, DateTime) or isinstance(getattr(col.type, "impl", None), DateTime):
             if name != "ts":
                 return None
@@ -115,38 +129,46 @@ def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str] 
             quoted.append(name)  # (the timestamp's text, or "REDACTED", is quoted: NULL only when ts is)
             if deidentified:
                 value = f"CASE WHEN _r THEN {_REDACTED_TS} ELSE {value} END"
-            plain = value
+            inner, redact_as = _TS_TEXT, '"REDACTED"' if deidentified else None
         elif isinstance(col.type, Integer | String | Text):
             # An integer's JSON text is its text; a NOT NULL column needs no null.
-            if isinstance(col.type, Integer):
-                value = plain = f"{name}::text"
-            else:
-                value, plain = f"to_json({name})::text", f"""'"' || {name} || '"'"""
+            integer = isinstance(col.type, Integer)
+            value = f"{name}::text" if integer else f"to_json({name})::text"
             if col.nullable:
-                value, plain = f"coalesce({value}, 'null')", f"coalesce({plain}, 'null')"
-            redact = cond and name not in KEEP
+                value = f"coalesce({value}, 'null')"
             if redact:
                 value = f"CASE WHEN _r THEN 'null' ELSE {value} END"
-                plain = f"CASE WHEN _r THEN 'null' ELSE {plain} END"
-            if not isinstance(col.type, Integer):
+            if not integer:
                 quoted.append(f"CASE WHEN NOT _r THEN {name} END" if redact else name)
+            inner, redact_as = (f"{name}::text", None) if integer else (name, "null" if redact else None)
         else:
             return None
+
+        def plain(key: str, inner=inner, integer=isinstance(col.type, Integer), nullable=col.nullable,
+                  redact_as=redact_as) -> list:
+            tokens: list = [(key,), inner] if integer else [(key + '"',), inner, ('"',)]
+            if nullable:
+                tokens = [f"coalesce({_joined(tokens)}, {_joined([(key + 'null',)])})"]
+            if redact_as is not None:
+                tokens = [f"CASE WHEN _r THEN {_joined([(key + redact_as,)])} ELSE {_joined(tokens)} END"]
+            return tokens
+
         parts.append((name, value, plain))
     if cond:
-        parts.append(("redacted", "CASE WHEN _r THEN 'true' END", "CASE WHEN _r THEN 'true' END"))
+        parts.append(("redacted", "CASE WHEN _r THEN 'true' END",
+                      lambda key: [f"CASE WHEN _r THEN {_joined([(key + 'true',)])} ELSE '' END"]))
         quoted.append("CASE WHEN _r THEN 1 END")  # the "redacted" key itself
-    parts.sort()
-    lines = []
-    for k in (1, 2):
-        pieces = []
-        for i, (name, *values) in enumerate(parts):
-            sep = "{" if i == 0 else ","
-            if name == "redacted":  # present only on withheld entries: concat_ws-style, NULL drops the key
-                pieces.append(f"coalesce(',\"redacted\":' || {values[k - 1]}, '')")
-            else:
-                pieces.append(f"'{sep}\"{name}\":' || {values[k - 1]}")
-        lines.append(f"{' || '.join(pieces)} || '}}'")
+    parts.sort(key=lambda part: part[0])
+    pieces = []
+    tokens: list = []
+    for i, (name, value, plain) in enumerate(parts):
+        key = f'{"{" if i == 0 else ","}"{name}":'
+        if name == "redacted":  # present only on withheld entries: concat_ws-style, NULL drops the key
+            pieces.append(f"coalesce({_joined([(key,)])} || {value}, '')")
+        else:
+            pieces.append(f"{_joined([(key,)])} || {value}")
+        tokens += plain(key)
+    lines = [f"{' || '.join(pieces)} || '}}'", _joined([*tokens, ("}",)])]
     exact, plain = lines
     # The quotes the plain line holds when no value holds one: two per key, two per quoted value.
     keys = sum(1 for name, *_ in parts if name != "redacted")
