@@ -147,36 +147,13 @@ class _Zip:
                     self.hashes[name] = sha.hexdigest()
                     raw = sha = None
                 elif kind == "more":  # a spooled file's bytes, appended to the open member
-                    # (Hashed by a thread of its own, as a spooled member is: the member's hash has taken every
-                    # byte given before, and takes nothing else until this ends.)
-                    done: list[bool] = []
-                    hasher = threading.Thread(target=_sha256_update, args=(payload, sha, done), name="bundle-hash",
-                                              daemon=True)
-                    hasher.start()
-                    try:
-                        with open(payload, "rb") as fh:
-                            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                                raw.write(chunk)
-                    finally:
-                        hasher.join()
-                    if not done:
-                        raise OSError(f"could not hash {payload}")
+                    # (The member's hash has taken every byte given before, and takes nothing else until this ends.)
+                    _copy_while_hashing(payload, raw.write, sha)
                 elif kind == "file":  # a spooled file as a member
-                    # Hashed by a thread of its own while this one checksums and deflates: the spooled files
-                    # come last, when the formatting is over and the other core would be idle.
-                    digest: list[str] = []
-                    hasher = threading.Thread(target=_sha256_into, args=(payload, digest), name="bundle-hash",
-                                              daemon=True)
-                    hasher.start()
-                    try:
-                        with self._member(name) as out, open(payload, "rb") as fh:
-                            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                                out.write(chunk)
-                    finally:
-                        hasher.join()
-                    if not digest:
-                        raise OSError(f"could not hash {payload}")
-                    self.hashes[name] = digest[0]
+                    digest = hashlib.sha256()
+                    with self._member(name) as out:
+                        _copy_while_hashing(payload, out.write, digest)
+                    self.hashes[name] = digest.hexdigest()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the producer's thread
                 self._error = exc
 
@@ -246,9 +223,20 @@ class _Zip:
             raise self._error
 
 
-def _sha256_into(path: Path, out: list[str]) -> None:
-    with open(path, "rb") as fh:
-        out.append(hashlib.file_digest(fh, "sha256").hexdigest())
+def _copy_while_hashing(path: Path, write: Callable[[bytes], object], sha) -> None:
+    """A spooled file's bytes through `write` (the zip member: checksum and deflate) while a thread of its own
+    feeds them to `sha`: the spooled files come last, when the formatting is over and the other core is idle."""
+    done: list[bool] = []
+    hasher = threading.Thread(target=_sha256_update, args=(path, sha, done), name="bundle-hash", daemon=True)
+    hasher.start()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                write(chunk)
+    finally:
+        hasher.join()
+    if not done:
+        raise OSError(f"could not hash {path}")
 
 
 def _sha256_update(path: Path, sha, done: list[bool]) -> None:
