@@ -35,8 +35,11 @@ def test_generated_list_is_sealed_and_committed_in_the_audit_trail(db, actor, se
         assert len(slots) == lst.slots_total >= 6 * 100
         lengths = {len(x.sealed) for x in slots}
         assert lengths == {concealment.ARM_CIPHERTEXT_BYTES}  # the length never tells the arm
-        for x in slots[:50]:
-            assert b"HIP" not in x.sealed and b"SPINE" not in x.sealed
+        # No slot holds its arm's block in the clear. (The padded block, not the bare code: b"HIP" turns up in
+        # random ciphertext about once in 290,000 slots, and that check failed CI once on an intact list.)
+        clear = [concealment._pad_arm(arm) for arm in ("HIP", "SPINE")]
+        for x in slots:
+            assert not any(block in x.sealed for block in clear)
         entry = s.scalar(select(AuditEntry).where(AuditEntry.action == "allocation_list:generated"))
         assert entry.new_value == lst.commitment
         # The raw table holds no arm in clear, whatever the query.
