@@ -16,6 +16,7 @@ from flask import Flask, g, request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from trialmgr.db import unit_of_work
 from trialmgr.state import state
 from trialmgr.web import db as web_db
 
@@ -42,13 +43,8 @@ def transaction() -> Iterator[Session]:
         with web_db.transaction() as fresh:
             yield fresh
         return
-    with session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with unit_of_work(session):
+        yield session
     web_db.maybe_checkpoint()
 
 

@@ -54,6 +54,18 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
+@contextmanager
+def unit_of_work(session: Session) -> Iterator[Session]:
+    """Use `session` for one unit of work: commit on success, roll back on any exception, close at the end."""
+    with session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
 class Database:
     # Other connections, other processes included, see what this Database commits (a test double bound to one
     # uncommitted connection says no): parallel readers such as audit verification rely on it.
@@ -71,13 +83,8 @@ class Database:
     def session(self, *, write: bool = True) -> Iterator[Session]:
         """A unit of work: commit on success, roll back on any exception."""
         factory = self.write_sessions if write else self.read_sessions
-        with factory() as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with unit_of_work(factory()) as session:
+            yield session
 
     def check(self) -> None:
         """Raise DatabaseUnavailable with one readable line if the server cannot be reached."""
