@@ -254,6 +254,40 @@ def test_enrolment_page_shows_the_key_and_turns_totp_on(client, login, make_user
     assert "is on for your account" in client.get("/account/two-factor").get_data(as_text=True)
 
 
+def _session_of(app, client) -> dict:
+    """The Flask session the test client's cookie carries, as the server reads it."""
+    cookie = client.get_cookie(app.config.get("SESSION_COOKIE_NAME", "session"))
+    return app.session_interface.get_signing_serializer(app).loads(cookie.value)
+
+
+def test_the_pending_secret_travels_sealed_and_opens_only_for_its_user(app, client, login, make_user, trial, db):
+    from trialmgr.web.account import ENROL_SECRET
+
+    make_user("una", f"{T}:monitor")
+    make_user("ugo", f"{T}:monitor")
+    login("una")
+    _html, secret = _enrol_page(client)
+    pending = _session_of(app, client)[ENROL_SECRET]
+    # The cookie is signed, not encrypted: it must not carry the secret in any readable form.
+    assert pending.startswith("v1.") and secret not in pending
+    assert secret not in client.get_cookie("session").value
+    assert twofactor.unseal(KEY, _user(db, "una").id, pending) == secret
+    assert twofactor.unseal(KEY, _user(db, "ugo").id, pending) is None
+    # The same page again shows the same pending key (it opens for una).
+    assert _enrol_page(client)[1] == secret
+    # A pending value that does not open for this user (here, una's, in ugo's session) is replaced by a new key.
+    other_client = app.test_client()
+    login("ugo", c=other_client)
+    with other_client.session_transaction() as sess:
+        sess[ENROL_SECRET] = pending
+    _html, other = _enrol_page(other_client)
+    assert other != secret
+    token = csrf_token(other_client, "/account/two-factor")
+    resp = other_client.post("/account/two-factor", data={"code": twofactor.code_at(secret, time.time()),
+                                                         "csrf_token": token})
+    assert resp.status_code == 422 and _user(db, "ugo").totp_secret is None
+
+
 @pytest.fixture
 def totp_required(app):
     st = app.extensions["trialmgr"]

@@ -54,14 +54,17 @@ def two_factor():
     if user.totp_secret:
         return render_template("account/two_factor.html", enrolled=True, form=None)
     form = EnrolForm()
-    secret = session.get(ENROL_SECRET)
+    key = keys.credentials_key(state().settings)
+    pending = session.get(ENROL_SECRET)
+    # (None when it does not open: another account's, another key's, or from before it was sealed)
+    secret = twofactor.unseal(key, user.id, pending) if isinstance(pending, str) and twofactor.is_sealed(pending) \
+        else None
     status = 200
     if request.method == "POST" and secret:
         if form.validate():
             try:
                 with transaction() as s:
-                    twofactor.enrol(s, g.actor, s.get(User, user.id), secret, form.code.data,
-                                    keys.credentials_key(state().settings))
+                    twofactor.enrol(s, g.actor, s.get(User, user.id), secret, form.code.data, key)
             except ValidationFailed as exc:
                 form.apply_errors(exc.errors)
             except Conflict as exc:
@@ -73,9 +76,12 @@ def two_factor():
                 return redirect(url_for("home.index"))
         status = 422
     if not secret:
-        # Kept in the signed session cookie (HttpOnly) until confirmed: the user sees it on this page anyway,
-        # and the database holds a secret only once the user has proved their app has it.
-        secret = session[ENROL_SECRET] = twofactor.new_secret()
+        # Kept in the session cookie until confirmed, sealed as the database keeps it (AES-GCM under the
+        # credentials key, bound to the user's id): the cookie is signed, not encrypted, and a copy of it (a
+        # proxy's log, a shared machine) must not give away the secret. The database holds a secret only once
+        # the user has proved their app has it.
+        secret = twofactor.new_secret()
+        session[ENROL_SECRET] = twofactor.seal(key, user.id, secret)
         if request.method == "POST":
             form.add_error("The key below is new: add it to your app and type its code.")
             status = 422
