@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.support import csrf_token, eligible_answers
+from trialmgr import clock
 from trialmgr.db.models_audit import AuditEntry
 from trialmgr.db.models_trial import Participant, Screening, StratumCursor
 from trialmgr.domain.errors import ConsentMissing
-from trialmgr.services import enrollment, randomization
+from trialmgr.domain.vocab import ParticipantStatus
+from trialmgr.services import enrollment, randomization, visits
 
 T = "/t/hip-pt-clbp"
 ARM_WORDS = ("Hip-focused PT", "Spine-focused PT", "HIP", "SPINE")
@@ -140,6 +142,50 @@ def test_arm_is_never_shown_to_blinded_roles(client, make_user, login, randomize
     login("ivy", c=c)
     html = c.get(f"{T}/participants/{code}").get_data(as_text=True)
     assert "Hip-focused PT" in html or "Spine-focused PT" in html
+
+
+def _next_visit_facts(html: str) -> dict[str, str]:
+    """The participant page's "Next visit" and "Overdue" facts, as plain text."""
+    facts = {}
+    for term in ("Next visit", "Overdue"):
+        m = re.search(rf"<dt>{term}</dt><dd[^>]*>(.*?)</dd>", html, re.S)
+        if m:
+            facts[term] = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", m.group(1))).strip()
+    return facts
+
+
+def test_next_visit_follows_the_visits_done_not_the_randomization_date(client, coordinator, db, enroll,
+                                                                        allocation_list, actor, settings):
+    """Randomized 60 days ago: baseline and week 4 are behind (their windows closed), week 8 is open. The page
+    named week 4 with its long-closed window as the next visit whatever had been done since."""
+    start = clock.now() - dt.timedelta(days=60)
+    with clock.travel_to(start):
+        code = enroll("DE", "F")
+        with db.session() as s:
+            randomization.randomize(s, actor, settings, "hip-pt-clbp", code)
+    day0 = start.date()
+
+    def window(first: int, last: int) -> str:
+        return f"{(day0 + dt.timedelta(days=first)).isoformat()} to {(day0 + dt.timedelta(days=last)).isoformat()}"
+
+    url = f"{T}/participants/{code}"
+    facts = _next_visit_facts(client.get(url).get_data(as_text=True))
+    assert facts["Next visit"] == f"W8 (Week 8) due {window(49, 70)}", facts
+    assert facts["Overdue"] == "BL (Baseline), W4 (Week 4): their windows have closed", facts
+
+    # Baseline and week 4 marked missed: nothing is overdue; week 8 is still next.
+    with db.session() as s:
+        p = enrollment.get_participant(s, actor, "hip-pt-clbp", code)
+        visits.mark_missed(s, actor, p, "BL", "participant in hospital")
+        visits.mark_missed(s, actor, p, "W4", "participant in hospital")
+    facts = _next_visit_facts(client.get(url).get_data(as_text=True))
+    assert facts == {"Next visit": f"W8 (Week 8) due {window(49, 70)}"}, facts
+
+    # Once the participant has withdrawn no visit is due any more.
+    with db.session() as s:
+        s.execute(update(Participant).where(Participant.code == code).values(status=ParticipantStatus.WITHDRAWN))
+    facts = _next_visit_facts(client.get(url).get_data(as_text=True))
+    assert facts == {"Next visit": "none: the participant has withdrawn"}, facts
 
 
 # -- bad input ----------------------------------------------------------------------------------------------

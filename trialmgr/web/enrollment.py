@@ -11,6 +11,7 @@ import json
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.widgets import DateInput
 
@@ -19,8 +20,9 @@ from trialmgr.domain import crf
 from trialmgr.domain.derive import compute_derived
 from trialmgr.domain.errors import ConsentMissing, DomainError, ValidationFailed
 from trialmgr.domain.protocol import Protocol, Visit
+from trialmgr.domain.schedule import VisitStatus
 from trialmgr.domain.vocab import ParticipantStatus, Role, ScreeningOutcome
-from trialmgr.services import enrollment, randomization, trials
+from trialmgr.services import enrollment, randomization, trials, visits
 from trialmgr.state import state
 from trialmgr.web.access import allow
 from trialmgr.web.db import read_session, transaction
@@ -87,6 +89,26 @@ def next_visit(proto: Protocol, start: dt.date) -> tuple[Visit, dt.date, dt.date
         return None
     v = min(later, key=lambda v: v.day)
     return (v, start + dt.timedelta(days=v.day + v.window_start), start + dt.timedelta(days=v.day + v.window_end))
+
+
+NO_VISIT_DUE = {
+    ParticipantStatus.WITHDRAWN: "none: the participant has withdrawn",
+    ParticipantStatus.LOST: "none: the participant is lost to follow-up",
+    ParticipantStatus.COMPLETED: "none: the participant has completed the study",
+}
+
+
+def visit_outlook(s: Session, p: Participant) -> dict:
+    """What the participant page says is due: the first scheduled visit whose window is open or still to come
+    (in schedule order), and the visits whose window closed with nothing recorded. Read from the visits as they
+    stand, so that it moves on as visits are done or marked missed."""
+    if p.status in NO_VISIT_DUE:
+        return {"next": None, "overdue": [], "none": NO_VISIT_DUE[p.status]}
+    scheduled = [v for v in visits.list_visits(s, p) if v.window is not None]
+    coming = [v for v in scheduled if v.status in (VisitStatus.OPEN, VisitStatus.UPCOMING)]
+    return {"next": coming[0] if coming else None,
+            "overdue": [v for v in scheduled if v.status is VisitStatus.OVERDUE],
+            "none": "none: every scheduled visit is done or marked missed"}
 
 
 def visible_sites(trial: str) -> list[tuple[str, str]]:
@@ -282,12 +304,12 @@ def participant(trial: str, code: str):
     proto = ctx["protocol"]
     allocation = randomization.allocation_of(s, p)
     screening_row = s.get(Screening, p.screening_id)
-    visit = next_visit(proto, allocation.randomized_at.date()) if allocation is not None else None
+    outlook = visit_outlook(s, p) if allocation is not None else None
     show_arm = allocation is not None and not blinded(proto)
     return render_template(
         "enrollment/participant.html", p=p, strata=randomization.strata_json(p),
         arm=arm_label(proto, allocation.arm) if show_arm else None, allocation=allocation,
-        randomized_on=allocation.randomized_at.date() if allocation is not None else None, visit=visit,
+        randomized_on=allocation.randomized_at.date() if allocation is not None else None, outlook=outlook,
         answers=_answers_summary(proto, screening_row) if screening_row is not None else [],
         can_randomize=g.actor.role in RANDOMIZERS and p.status is ParticipantStatus.ENROLLED,
         can_unblind=g.actor.role is Role.INVESTIGATOR and allocation is not None, **ctx)
