@@ -278,14 +278,23 @@ def test_members_are_deflated_by_isal_into_a_plain_zip(tmp_path):
 # -- the records, read on PostgreSQL with one binary COPY ---------------------------------------------------
 
 
-def test_records_read_with_copy_are_the_records_of_the_flat_join(db, actor, randomized):
-    """PostgreSQL streams the records with their values as arrays (COPY); every database can read the flat join,
-    grouped in Python. Same records, same order, same values: awkward text, a missing code, a value-less record,
-    an any-time form (no visit), derived values."""
+def test_records_read_with_copy_are_the_records_of_the_flat_join(db, actor, randomized, enroll):
+    """PostgreSQL streams one COPY row per participant, its records' columns and values as arrays, split in
+    Python; every database can read the flat join, grouped in Python. Same records, same order, same values:
+    awkward text, missing codes, NULL and empty values, records without any value (a participant's first, last
+    and a middle one), any-time forms (no visit) in two instances, derived values, participants without any
+    record, one form only (and a participant with none of that form)."""
+    from sqlalchemy import delete, select, update
+
+    from trialmgr.db.models_crf import FormRecord, FormValue
     from trialmgr.services import crf, enrollment, trials
 
     codes = [randomized("DE", "F"), randomized("PA", "M"), randomized("NC", "F"), randomized("DE", "M")]
+    nothing = [enroll("DE", "F"), enroll("NC", "M")]  # no record at all (one between the others in order)
+    only_ae = randomized("PA", "F")  # an any-time form only: none of the one-form read's
     notes = [t for t in AWKWARD if t and t == t.strip() and "\r" not in t and "\x01" not in t]  # as saved
+    ae = {"onset_date": "2026-01-02", "severity": "mild", "serious": "no", "relatedness": "not", "action_taken": "none",
+          "outcome": "recovered"}
     with db.session() as s:
         for i, code in enumerate(codes):
             p = enrollment.get_participant(s, actor, T, code)
@@ -294,31 +303,47 @@ def test_records_read_with_copy_are_the_records_of_the_flat_join(db, actor, rand
                           visit_code="BL")
             crf.save_form(s, actor, p, "session_log", {"sessions_planned": "8", "sessions_attended": str(6 + i % 2),
                                                        "home_program": "most", "notes": notes[i]}, visit_code="W4")
-            crf.save_form(s, actor, p, "adverse_event", {"term": notes[-1 - i], "onset_date": "2026-01-02",
-                                                         "severity": "mild", "serious": "no", "relatedness": "not",
-                                                         "action_taken": "none", "outcome": "recovered"},
-                          status="draft")
+            crf.save_form(s, actor, p, "adverse_event", {"term": notes[-1 - i], **ae}, status="draft")
+            if i == 1:  # a second instance, with a missing code where the first has none
+                crf.save_form(s, actor, p, "adverse_event", {"term": "second", **ae} | {"outcome": ""},
+                              missing={"outcome": "UNK"})
+        crf.save_form(s, actor, enrollment.get_participant(s, actor, T, only_ae), "adverse_event",
+                      {"term": "only", **ae})
     with db.session() as s:  # an empty stored text and a NULL without a missing code, as older data may hold
-        from sqlalchemy import update
-
-        from trialmgr.db.models_crf import FormValue
-
         for field, value in (("tug_s", ""), ("six_mwt_m", None)):
             s.execute(update(FormValue).where(FormValue.field_id == field).values(value=value))
+        ids = {code: enrollment.get_participant(s, actor, T, code).id for code in codes}
+        for code, form_id in ((codes[0], "performance"), (codes[1], "adverse_event"), (codes[2], "session_log")):
+            rid = s.scalar(select(FormRecord.id).where(FormRecord.participant_id == ids[code],
+                                                       FormRecord.form_id == form_id, FormRecord.instance == 1))
+            s.execute(delete(FormValue).where(FormValue.record_id == rid))  # a record without any value
     with db.session(write=False) as s:
         proto = trials.current_protocol(s, T)
         by_id = {x.id: x for x in dataset.subjects(s, proto, dataset.ExportOptions())}
         flat = list(dataset._records_flat(s, proto, by_id, None))
         got = list(dataset.records(s, proto, by_id))
         one_form = list(dataset.records(s, proto, by_id, "session_log"))
+        assert list(dataset.records(s, proto, by_id, "deviation")) == []
+        if s.get_bind().dialect.name == "postgresql":  # the COPY path really ran
+            assert dataset.records(s, proto, by_id).__name__ == "_records_pg"
     assert got == flat
+    assert len(flat) == 3 * 4 + 1 + 1
+    assert not {r.subject.code for _f, r in flat} & set(nothing)
     assert one_form == [(f, r) for f, r in flat if f == "session_log"] and len(one_form) == 4
-    order = [0, 3, 2, 1]  # by site, then number: DE-0001, DE-0002, NC-0001, PA-0001
-    assert [r.values["notes"] for _f, r in one_form] == [notes[i] for i in order]
+    order = [0, 3, 2, 1]  # by site, then number: DE-0001, DE-0003, NC-0001, PA-0001 (then PA-0002: only_ae)
+    assert [r.subject.code for _f, r in one_form] == [codes[i] for i in order]
+    assert [r.values.get("notes") for _f, r in one_form] == [notes[0], notes[3], None, notes[1]]
+    assert [(r.values, r.missing) for _f, r in one_form][2] == ({}, {})
     perf = [r for f, r in flat if f == "performance"]
-    assert [r.missing for r in perf] == [{"chair_stand_30s": "RF"}] * 4 and "chair_stand_30s" not in perf[0].values
-    assert [(r.values["tug_s"], "six_mwt_m" in r.values) for r in perf] == [("", False)] * 4
-    anytime = [r for f, r in flat if f == "adverse_event"]
-    assert [(r.visit_code, r.visit_date, r.status) for r in anytime] == [(None, None, "draft")] * 4
-    assert [r.values["term"] for r in anytime] == [notes[-1 - i] for i in order]
-    assert all("attendance" in r.values for _f, r in one_form)  # derived values come too
+    assert [r.missing for r in perf] == [{}] + [{"chair_stand_30s": "RF"}] * 3
+    assert [(r.values.get("tug_s"), "six_mwt_m" in r.values) for r in perf] == [(None, False)] + [("", False)] * 3
+    anytime = [(r.subject.code, r.instance, r.visit_code, r.visit_date, r.status, r.values.get("term"), r.missing)
+               for f, r in flat if f == "adverse_event"]
+    assert anytime == [(codes[0], 1, None, None, "draft", notes[-1], {}),
+                       (codes[3], 1, None, None, "draft", notes[-4], {}),
+                       (codes[2], 1, None, None, "draft", notes[-3], {}),
+                       (codes[1], 1, None, None, "draft", None, {}),
+                       (codes[1], 2, None, None, "complete", "second", {"outcome": "UNK"}),
+                       (only_ae, 1, None, None, "complete", "only", {})]
+    assert [r.visit_code for f, r in flat if r.subject.code == codes[1]] == ["BL", "W4", None, None]
+    assert all("attendance" in r.values for _f, r in one_form if r.values)  # derived values come too
