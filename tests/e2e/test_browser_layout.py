@@ -1,5 +1,5 @@
 """Layout in a real browser, as people read the pages: the audit trail's words stay whole on a desktop and on a
-phone (390 px wide).
+phone (390 px wide); the home pages' side-by-side tables keep rows of their own height.
 
 Participants are set up through the JSON API; the pages are reached through the menus and links.
 """
@@ -82,3 +82,34 @@ def test_audit_trail_words_are_never_cut(live, browser, seeded, viewport):
             screenshot(page, f"audit-trail-{viewport['width']}")
         assert broken == [], f"words cut over two lines in the audit trail: {sorted(set(broken))[:20]}"
         fits(page, "audit trail")  # a wide table scrolls in its own box, not the page
+
+
+# -- the home pages --------------------------------------------------------------------------------------------
+
+
+STRETCHED_ROWS = """table => [...table.querySelectorAll('tbody tr')].map(tr => {
+  // A row's height against the tallest content of its cells (plus their padding): equal unless stretched.
+  let content = 0;
+  for (const td of tr.cells) {
+    const r = document.createRange();
+    r.selectNodeContents(td);
+    const style = getComputedStyle(td);
+    content = Math.max(content, r.getBoundingClientRect().height + parseFloat(style.paddingTop)
+                                + parseFloat(style.paddingBottom));
+  }
+  return [tr.innerText.trim().split(/\\s+/)[0], Math.round(tr.getBoundingClientRect().height), Math.round(content)];
+})"""
+
+
+def test_monitor_home_tables_side_by_side_keep_their_row_heights(live, browser, seeded):
+    """Source data verification by site (one row) beside by form (two rows): the by-site row was stretched to the
+    height of the other table."""
+    with signed_in(browser, live, "monitor", viewport=DESKTOP) as page:
+        sdv = page.get_by_role("region", name="Source data verification")
+        for caption in ("By site", "By form"):
+            table = sdv.locator("table").filter(has=page.locator("caption", has_text=caption))
+            rows = table.evaluate(STRETCHED_ROWS)
+            stretched = [(first, height, content) for first, height, content in rows if height > content + 12]
+            if stretched:
+                screenshot(page, "monitor-sdv-tables")
+            assert stretched == [], f"{caption}: rows taller than their content (row, height, content): {stretched}"
