@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import random
@@ -139,6 +140,8 @@ def test_form_fast_path_writes_what_the_csv_module_and_odm_write(deidentified):
                                   missing, bool(i % 2))
             want = _slow(plan, r)
             got = plan.fast(r)
+            if not dataset.QUOTED.search("".join(values.values()) + "".join(missing.values())):
+                assert plan.fast(dataclasses.replace(r, plain=True)) == got  # (the values checked beforehand)
             checked += 1
             complete += not missing and len(values) == len(plan.fields) + len(plan.derived)
             if got is not None:
@@ -324,10 +327,15 @@ def test_records_read_with_copy_are_the_records_of_the_flat_join(db, actor, rand
         got = list(dataset.records(s, proto, by_id))
         one_form = list(dataset.records(s, proto, by_id, "session_log"))
         assert list(dataset.records(s, proto, by_id, "deviation")) == []
-        if s.get_bind().dialect.name == "postgresql":  # the COPY path really ran
+        postgres = s.get_bind().dialect.name == "postgresql"
+        if postgres:  # the COPY path really ran
             assert dataset.records(s, proto, by_id).__name__ == "_records_pg"
     assert got == flat
     assert len(flat) == 3 * 4 + 1 + 1
+    for _f, r in got:  # plain: known to hold no character that CSV or XML would quote or escape
+        assert not (r.plain and dataset.QUOTED.search("".join(r.values.values()) + "".join(r.missing.values())))
+    if postgres:  # (each participant's values checked at once, those with awkward notes are not plain)
+        assert {r.plain for _f, r in got} == {True, False}
     assert not {r.subject.code for _f, r in flat} & set(nothing)
     assert one_form == [(f, r) for f, r in flat if f == "session_log"] and len(one_form) == 4
     order = [0, 3, 2, 1]  # by site, then number: DE-0001, DE-0003, NC-0001, PA-0001 (then PA-0002: only_ae)

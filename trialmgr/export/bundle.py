@@ -436,7 +436,7 @@ def _odm_event(form, fields, r):
 
 # Characters that csv.writer (QUOTE_MINIMAL) or XML escaping would change: a record whose text holds none of
 # them is formatted by the fast path below; any other record by the csv module and odm.event_xml, as before.
-_SPECIAL = re.compile("[\",\r\n\t&<>']")
+_SPECIAL = dataset.QUOTED
 
 
 class _Lines(list):
@@ -580,9 +580,10 @@ class _FormPlan:
         s = r.subject
         vals, miss = r.values, r.missing
         vcode = r.visit_code or ""
-        if not self.usable or _SPECIAL.search("".join(vals.values()) + "".join(miss.values()) + vcode + r.status
-                                              + s.code + s.site):
+        if not self.usable or _SPECIAL.search(f"{vcode}{r.status}{s.code}{s.site}"):
             return None
+        if not r.plain and _SPECIAL.search("".join(vals.values()) + "".join(miss.values())):
+            return None  # (a plain record's values were checked with its participant's: dataset.RecordRow.plain)
         if not miss and vals.keys() == self.keyset:
             got = self._whole(r, vals, vcode)
             if got is not None:

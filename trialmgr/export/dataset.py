@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -100,6 +101,14 @@ class RecordRow:
     values: dict[str, str]
     missing: dict[str, str]
     sdv: bool
+    # True when it is known that no value and no missing code holds a QUOTED character (PostgreSQL checks a
+    # participant's values at once); False when not known. Not part of the record's content (compare=False).
+    plain: bool = field(default=False, compare=False)
+
+
+# Characters that CSV quoting (QUOTE_MINIMAL) or XML escaping would change: text without any of them is
+# written as it is (bundle._FormPlan).
+QUOTED = re.compile("[\",\r\n\t&<>']")
 
 
 def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject], form_id: str | None = None
@@ -216,6 +225,9 @@ def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Sub
             index = list.index
             for pid, *columns, fields, vals, missing in cp.rows():
                 subject = subjects_by_id[pid]
+                # The participant's values at once, not each record's: (None is a marker or a NULL value)
+                plain = not QUOTED.search("".join(filter(None, vals))
+                                          + ("".join(filter(None, missing)) if missing is not None else ""))
                 fields.append(None)  # a marker after the last record too
                 start = 1  # a record's values start after its marker and end at the next one
                 # (strict=False in the loops run per record: the arrays have the lengths their query gives them)
@@ -236,7 +248,8 @@ def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Sub
                             elif value is not None:
                                 values[field_id] = value
                     start = end + 1
-                    yield fid, RecordRow(subject, vcode, pos or 0, vdate, instance, status, values, missed, sdv)
+                    yield fid, RecordRow(subject, vcode, pos or 0, vdate, instance, status, values, missed, sdv,
+                                         plain)
 
 
 def screenings(session: Session, proto: Protocol) -> Iterator[Screening]:
