@@ -1,5 +1,6 @@
-"""Layout in a real browser, as people read the pages: the audit trail's words stay whole on a desktop and on a
-phone (390 px wide); the home pages' side-by-side tables keep rows of their own height.
+"""Layout in a real browser, as people read the pages: on a phone (390 px wide, a coordinator at the bedside)
+nothing pushes the page sideways and the header's links keep their words together; the audit trail's words stay
+whole on a desktop and on a phone; the home pages' side-by-side tables keep rows of their own height.
 
 Participants are set up through the JSON API; the pages are reached through the menus and links.
 """
@@ -13,9 +14,11 @@ from playwright.sync_api import expect
 
 from tests.e2e.browser_support import (
     DESKTOP,
+    TRIAL,
     api_randomized_participant,
     api_save_form,
     browser_fixture,
+    follow,
     live_server_fixture,
     nav,
     no_horizontal_scroll,
@@ -49,7 +52,57 @@ def fits(page, what: str) -> None:
     assert width <= client, f"{what} scrolls sideways at {client} px: {width} px wide"
 
 
-# -- desktop ----------------------------------------------------------------------------------------------------
+# -- phone width -------------------------------------------------------------------------------------------------
+
+
+def test_pages_fit_a_phone(live, browser, seeded):
+    code = seeded["first"]
+    with signed_in(browser, live, "coord", viewport=PHONE) as page:
+        fits(page, "coordinator home")  # the visits-due table sits in a two-column grid
+        page.goto(live.url(f"/t/{TRIAL}/participants/{code}"))
+        expect(page.get_by_role("heading", level=1)).to_have_text(f"Participant {code}")
+        fits(page, "participant page")  # label/value lists with long labels (screening answers)
+        follow(page, page.locator("#visit-BL").get_by_role("link", name="Physical performance"))
+        fits(page, "visit form")
+        page.goto(live.url("/account/two-factor"))
+        fits(page, "two-factor set-up")  # the otpauth:// address is one long word
+        screenshot(page, "two-factor-phone")
+
+    with signed_in(browser, live, "monitor", viewport=PHONE) as page:
+        fits(page, "monitor home")
+        nav(page, "Audit trail")
+        fits(page, "audit trail")
+        page.goto(live.url(f"/t/{TRIAL}/participants/{code}/visits/BL/forms/pain"))
+        follow(page, page.locator("tr#back_pain").get_by_role("link", name="History"))
+        expect(page.get_by_role("heading", level=1)).to_contain_text("History of")
+        fits(page, "field history")
+
+    with signed_in(browser, live, "admin", viewport=PHONE) as page:
+        fits(page, "admin home")
+
+    with signed_in(browser, live, "investigator2", viewport=PHONE) as page:
+        nav(page, "Randomization")
+        fits(page, "randomization")  # the list's SHA-256 commitment
+
+
+TEXT_LINES = """el => {
+  const r = document.createRange();
+  r.selectNodeContents(el);
+  return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size;
+}"""
+
+
+def test_header_links_keep_their_words_together_on_a_phone(live, browser, seeded):
+    """ "Two-factor" and "Sign out" were broken over two lines each, beside a name broken over two more."""
+    with signed_in(browser, live, "coord", viewport=PHONE) as page:
+        account = page.get_by_role("navigation", name="Account")
+        for item in (account.get_by_role("link", name="Two-factor"), account.get_by_role("button", name="Sign out"),
+                     account.get_by_text("Cora Coordinator")):
+            lines = item.evaluate(TEXT_LINES)
+            assert lines == 1, f"{item} is drawn on {lines} lines"
+
+
+# -- the audit trail -----------------------------------------------------------------------------------------
 
 
 BROKEN_WORDS = """table => {
