@@ -107,3 +107,22 @@ def test_locked_data_are_refused_on_every_adapter(client, login, make_user, rand
     assert web.status_code == 409 and "locked" in web.get_data(as_text=True)
     with db.session(write=False) as s:
         assert s.scalar(select(Trial.data_state)) is DataState.LOCKED
+
+
+def test_a_refused_signature_keeps_the_chosen_action_and_reason(client, login, make_user, trial):
+    """After a wrong password the page came back with "Choose…" selected again: the investigator had to notice
+    and pick the action a second time (the reason was kept)."""
+    make_user("ines", f"{T}:investigator")
+    login("ines")
+    resp = _sign(client, "lock", password="not my password at all", reason="database lock for analysis")
+    assert resp.status_code == 422
+    html = resp.get_data(as_text=True)
+    select = re.search(r'<select id="action"[^>]*>(.*?)</select>', html, re.S).group(1)
+    assert re.findall(r'<option value="([^"]*)" selected>', select) == ["lock"], select
+    assert "database lock for analysis" in html
+    # Nothing chosen: the message names the actions open in this state, not every action there is.
+    resp = _sign(client, "", reason="")
+    assert resp.status_code == 422
+    html = resp.get_data(as_text=True)
+    assert "Action must be chosen: freeze or lock." in html
+    assert "unfreeze" not in html.split('id="action-error"')[1].split("</p>")[0]

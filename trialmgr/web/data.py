@@ -67,7 +67,9 @@ def change_state(trial: str):
     if not form.validate_on_submit():
         return _page(trial, form, 400)
     if form.action.data not in locking.TRANSITIONS:
-        form.apply_errors({"action": "is not one of freeze, unfreeze, lock, unlock"})
+        offered = ACTIONS[page_context(trial)["trial_row"].data_state]  # what the select offered
+        form.apply_errors({"action": f"must be chosen: {' or '.join(offered)}" if not form.action.data
+                           else f"is not one of {', '.join(offered)}"})
         return _page(trial, form, 422)
     try:
         with transaction() as s:
