@@ -108,3 +108,17 @@ def test_every_route_declares_who_may_use_it(app):
     app.add_url_rule("/undeclared", "undeclared", lambda: "x")
     with pytest.raises(RuntimeError, match="undeclared"):
         check_declarations(app)
+
+
+def test_account_pages_lead_back_to_the_work(client, login, make_user, trial):
+    """The password and two-factor pages show no trial menu; the only way back was the small "trialmgr" in the
+    corner. Each now has a Cancel (or Back) link to the user's home page."""
+    make_user("cora", "hip-pt-clbp:coordinator@DE")
+    login("cora")
+    for path, link in (("/account/password", "Cancel"), ("/account/two-factor", "Cancel")):
+        html = client.get(path).get_data(as_text=True)
+        main = html.split('<main id="main"', 1)[1]
+        assert f'<a href="/" class="cancel">{link}</a>' in main, (path, main)
+    # Home leads on to the role's own page.
+    resp = client.get("/")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/t/hip-pt-clbp/coordinator")
