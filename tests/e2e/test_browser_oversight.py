@@ -73,7 +73,7 @@ def test_monitor_query_cycle_sdv_audit_and_blinding(live, browser, seeded):
         row = mon.locator("tr#back_pain")
         expect(row.get_by_role("cell").first).to_have_text("6")
         follow(mon, row.get_by_role("link", name="History"))
-        expect(mon.get_by_role("heading", level=1)).to_have_text("History of back_pain")
+        expect(mon.get_by_role("heading", level=1)).to_have_text("History of Low back pain")
         expect(mon.locator("table tbody tr").filter(has_text="coord_de")).to_contain_text("6")
         assert_no_arm(mon, "field history")
         follow(mon, mon.get_by_role("link", name=f"All entries for {code}"))

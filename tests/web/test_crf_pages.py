@@ -341,6 +341,26 @@ def test_monitor_raises_a_query_on_a_field(client, coordinator, randomized, make
     assert "1 open query" in page(client, f"{T}/participants/{code}")
 
 
+def test_field_history_names_the_field_and_leads_back_to_the_form(client, coordinator, randomized, make_user,
+                                                                  login):
+    """The page was headed with the field's code ("History of back_pain"), named the record twice ("Participant
+    DE-0001, BL/pain") and offered no way back to the form it was opened from."""
+    code = randomized()
+    url = f"{T}/participants/{code}/visits/BL/forms/pain"
+    assert save(client, url, {"back_pain": "6", "hip_pain": "3"}).status_code == 302
+    moe = other_client(client, login, make_user, "moe", "hip-pt-clbp:monitor")
+    link = re.search(r'href="([^"]*/audit/history\?[^"]*field=back_pain[^"]*)"', page(moe, url)).group(1)
+    html = page(moe, link.replace("&amp;", "&"))
+    assert "<h1>History of Low back pain</h1>" in html
+    assert f"Participant {code}: Pain intensity (NPRS) at visit BL, field back_pain." in html
+    assert f'<a href="{url}#back_pain">Back to Pain intensity (NPRS)</a>' in html
+    assert ">6<" in html
+    # A value of the participant record itself (no form to go back to).
+    html = page(moe, f"{T}/audit/history?participant={code}&entity={code}&field=status")
+    assert "<h1>History of status</h1>" in html and f"Participant {code}: the participant record." in html
+    assert f'<a href="{T}/participants/{code}">Back to participant {code}</a>' in html
+
+
 # -- CSRF ---------------------------------------------------------------------------------------------------
 
 def test_csrf_is_required_on_every_post(client, coordinator, randomized, db):

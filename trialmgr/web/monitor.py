@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, stream_with_context, url_for
 
 from trialmgr.domain.errors import ValidationFailed
+from trialmgr.domain.protocol import Protocol
 from trialmgr.domain.vocab import Role
 from trialmgr.keys import audit_public_keys
 from trialmgr.services import audit_query, integrity_status, trials
@@ -57,11 +58,37 @@ def history(trial: str):
     participant = request.args.get("participant", "")
     entity = request.args.get("entity", "")
     field = request.args.get("field", "")
-    blinded = trials.current_protocol(s, trial).is_blinded(g.actor.role.value)
+    proto = trials.current_protocol(s, trial)
+    blinded = proto.is_blinded(g.actor.role.value)
     rows = audit_query.field_history(s, trial, participant, entity, field)
     return render_template("monitor/history.html", trial_row=trials.get_trial(s, trial), rows=rows,
                            participant=participant, entity=entity, field=field,
+                           **_history_record(proto, trial, participant, entity, field),
                            redact=lambda e: audit_query.redact(e, blinded))
+
+
+def _history_record(proto: Protocol, trial: str, participant: str, entity: str, field: str) -> dict:
+    """The value's name in words (its label on the form), the record it belongs to and the page it was opened
+    from. The audit trail names a form record "{visit}/{form}" or "#{instance}/{form}" (services.crf.entity_id)
+    and the participant record by the participant's code."""
+    if entity == participant:
+        return {"label": field, "record": "the participant record",
+                "back": (url_for("enrollment.participant", trial=trial, code=participant),
+                         f"Back to participant {participant}")}
+    where, _, form_id = entity.partition("/")
+    form = next((f for f in proto.forms if f.id == form_id), None)
+    if form is None or not where:
+        return {"label": field, "record": entity, "back": None}
+    labels = {x.id: x.label for x in (*form.fields, *form.derived)}
+    if where.startswith("#"):
+        record = f"{form.title} {where}"
+        url = url_for("crf.anytime_form", trial=trial, code=participant, form=form.id, instance=int(where[1:])) \
+            if where[1:].isdigit() else None
+    else:
+        record = f"{form.title} at visit {where}"
+        url = url_for("crf.visit_form", trial=trial, code=participant, visit=where, form=form.id)
+    return {"label": labels.get(field, field), "record": f"{record}, field {field}",
+            "back": (f"{url}#{field}", f"Back to {form.title}") if url else None}
 
 
 @bp.post("/verify")
