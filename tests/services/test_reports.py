@@ -107,24 +107,31 @@ def test_ineligible_after_randomization_is_excluded_from_analysis(db, actor, flo
     assert ("Found ineligible after randomization", 1) in [(r.text, r.n) for r in a.excluded_reasons]
 
 
-def test_blinded_consort_has_neutral_labels_only(db, flow):
+def test_blinded_consort_pools_the_arms_so_no_event_can_be_tied_to_a_group(db, actor, flow):
     with db.session(write=False) as s:
-        c = reports.consort(s, T, blinded=True, mask_key=b"k1")
+        c = reports.consort(s, T, blinded=True)
         unblinded = reports.consort(s, T, blinded=False)
-    assert sorted(a.key for a in c.arms) == ["Group 1", "Group 2"]
+    # One column for everyone randomized: no arm, and no per-group numbers a blinded reader could watch move.
+    assert [(a.key, a.label) for a in c.arms] == [(reports.POOLED, reports.POOLED_LABEL)]
     text = repr(c)
-    assert "HIP" not in text and "SPINE" not in text and "focused" not in text
-    assert sorted(a.allocated for a in c.arms) == sorted(a.allocated for a in unblinded.arms)
+    assert "HIP" not in text and "SPINE" not in text and "focused" not in text and "Group" not in text
+    pooled = c.arms[0]
+    for name in ("allocated", "received", "not_received", "lost", "discontinued", "withdrew", "analysed",
+                 "excluded_from_analysis"):
+        assert getattr(pooled, name) == sum(getattr(a, name) for a in unblinded.arms), name
+    assert (pooled.allocated, pooled.withdrew, pooled.lost, pooled.discontinued) == (6, 1, 1, 1)
+    assert [(r.text, r.n) for r in pooled.withdrew_reasons] == [("Moved away", 1)]
+    assert c.randomized == unblinded.randomized == 6
+    # The enrolment phase is the same for everyone.
+    assert (c.assessed, c.excluded, c.by_criterion) == (unblinded.assessed, unblinded.excluded, unblinded.by_criterion)
 
-
-def test_neutral_order_depends_on_the_key_not_on_the_protocol(trial, db):
-    from trialmgr.services import trials
-
+    # A new randomization and a new withdrawal move the pooled numbers only: which arm they were in stays unknown.
+    code = flow["codes"][5]
+    withdraw(db, actor, code, "withdrawal", "Moved away")
     with db.session(write=False) as s:
-        proto = trials.current_protocol(s, T)
-    orders = {tuple(sorted(reports.neutral_labels(proto, k).items(), key=lambda kv: kv[1]))
-              for k in (b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h")}
-    assert len(orders) == 2  # both mappings occur: the label says nothing about the arm
+        after = reports.consort(s, T, blinded=True)
+    assert len(after.arms) == 1 and after.arms[0].withdrew == 2
+    assert [(r.text, r.n) for r in after.arms[0].withdrew_reasons] == [("Moved away", 2)]
 
 
 def test_enrollment_over_time(db, randomized, trial):

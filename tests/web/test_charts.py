@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import xml.etree.ElementTree as ET
 
-from trialmgr.services.reports import ArmFlow, Consort, EnrollmentSeries, Reason
+from trialmgr.services.reports import POOLED, POOLED_LABEL, ArmFlow, Consort, EnrollmentSeries, Reason
 from trialmgr.web import charts
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -19,13 +19,16 @@ def _consort(blinded=False) -> Consort:
                 discontinued_reasons=[Reason("Knee surgery", 1)], withdrew=2, withdrew_reasons=[Reason("moved", 2)],
                 analysed=89, excluded_from_analysis=2, excluded_reasons=[Reason("Withdrew consent", 2)])
     b = ArmFlow(key="SPINE", label="Spine-focused PT", allocated=93, received=93, analysed=93)
-    if blinded:
-        a.key = a.label = "Group 2"
-        b.key = b.label = "Group 1"
+    arms = [a, b]
+    if blinded:  # as services.reports.consort pools them for a blinded reader
+        arms = [ArmFlow(key=POOLED, label=POOLED_LABEL, allocated=184, received=182, not_received=2,
+                        not_received_reasons=[Reason("Withdrew consent: moved", 2)], lost=4, withdrew=2,
+                        lost_reasons=[Reason(XSS, 3), Reason("no reason recorded", 1)], analysed=182,
+                        excluded_from_analysis=2, excluded_reasons=[Reason("Withdrew consent", 2)])]
     return Consort(trial="hip-pt-clbp", blinded=blinded, assessed=300, excluded=115, not_meeting_criteria=90,
                    by_criterion=[Reason("Age 65 or older", 50), Reason("MMSE score 24 or higher", 41)], declined=20,
                    other=5, other_reasons=[Reason("Eligible, not enrolled", 5)], awaiting_randomization=1,
-                   randomized=184, arms=[a, b])
+                   randomized=184, arms=arms)
 
 
 def _texts(root) -> str:
@@ -60,11 +63,13 @@ def test_markup_in_reasons_is_escaped_not_interpreted():
     assert "<script>alert('x')</script> & \"quoted\" (n=3)" in _texts(root)
 
 
-def test_blinded_diagram_uses_the_neutral_labels_it_is_given():
+def test_blinded_diagram_draws_one_pooled_column():
     svg = charts.consort_svg(_consort(blinded=True))
-    assert "HIP" not in svg and "SPINE" not in svg and "focused" not in svg
-    assert "Allocated to Group 1 (n=93)" in _texts(ET.fromstring(svg))
-    assert "neutral labels" in charts.consort_description(_consort(blinded=True))
+    assert "HIP" not in svg and "SPINE" not in svg and "focused" not in svg and "Group" not in svg
+    texts = _texts(ET.fromstring(svg))
+    assert "Allocated, arms pooled (n=184)" in texts and "Lost to follow-up (n=4)" in texts
+    assert not [t for t in texts if t.startswith("Allocated to")]
+    assert "arms are pooled" in charts.consort_description(_consort(blinded=True))
 
 
 def test_enrollment_chart():

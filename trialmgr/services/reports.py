@@ -21,15 +21,16 @@ checkable against the raw tables:
   complete, major protocol deviation of category "eligibility"; CONSORT 2025 item 22b). Participants lost to
   follow-up stay in the analysis (missing outcomes are imputed, not dropped).
 
-Blinded roles never see an arm code or label: arms become "Group 1", "Group 2" ... in an order fixed by a
-keyed hash (HMAC of the arm code), so the protocol's arm order does not give the mapping away.
+Blinded roles see the allocation, follow-up and analysis phases pooled over the arms, one column for everyone
+randomized: no arm code or label, and no per-group numbers either. Neutral "Group 1" / "Group 2" columns would
+still split the participants: a blinded monitor who sees a withdrawal, a loss or a randomization happen and
+watches which group's count moves learns which participants share an arm, and knowing one participant's arm
+then unblinds them all (ICH E6(R3) 4.1: protect the blind). Per-arm flow is for the unblinded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def _reasons(texts: list[str]) -> list[Reason]:
 
 @dataclass
 class ArmFlow:
-    key: str  # the arm code, or the neutral label for blinded readers
+    key: str  # the arm code, or POOLED for blinded readers
     label: str
     allocated: int = 0
     received: int = 0
@@ -99,14 +100,6 @@ class Consort:
     arms: list[ArmFlow]
 
 
-def neutral_labels(proto: Protocol, mask_key: bytes) -> dict[str, str]:
-    """Arm code -> "Group n", ordered by HMAC-SHA256(mask_key, trial|code), never by the protocol's order."""
-    def rank(code: str) -> str:
-        return hmac.new(mask_key or b"trialmgr", f"{proto.id}|{code}".encode(), hashlib.sha256).hexdigest()
-
-    return {code: f"Group {i}" for i, code in enumerate(sorted((a.code for a in proto.arms), key=rank), 1)}
-
-
 def _form_values(session: Session, trial: str, form_id: str, *, complete_only: bool = True
                  ) -> dict[int, tuple[int, dict[str, str]]]:
     """record id -> (participant id, {field: value}) for one form of a trial."""
@@ -134,7 +127,12 @@ def _post_baseline_data(session: Session, trial: str, proto: Protocol) -> set[in
         .distinct()))
 
 
-def consort(session: Session, trial: str, *, blinded: bool, mask_key: bytes = b"") -> Consort:
+POOLED = "pooled"
+POOLED_LABEL = "All randomized (groups pooled)"
+
+
+def consort(session: Session, trial: str, *, blinded: bool) -> Consort:
+    """The CONSORT flow from the live data; `blinded`: the arms pooled into one column (see the module's doc)."""
     proto = trials.current_protocol(session, trial)
     outcomes = dict(session.execute(select(Screening.outcome, func.count()).where(Screening.trial_id == trial)
                                     .group_by(Screening.outcome)).all())
@@ -161,8 +159,8 @@ def consort(session: Session, trial: str, *, blinded: bool, mask_key: bytes = b"
 
     other_reasons = ["Eligible, not enrolled"] * outcomes.get(ScreeningOutcome.ELIGIBLE, 0)
     awaiting = 0
-    names = neutral_labels(proto, mask_key) if blinded else {a.code: a.code for a in proto.arms}
-    arms = {a.code: ArmFlow(key=names[a.code], label=names[a.code] if blinded else a.label) for a in proto.arms}
+    pooled = ArmFlow(key=POOLED, label=POOLED_LABEL)
+    arms = {a.code: pooled if blinded else ArmFlow(key=a.code, label=a.label) for a in proto.arms}
 
     def why(form: dict[str, str], *, with_type: bool) -> str:
         reason = (form.get("reason") or "").strip() or NO_REASON
@@ -179,8 +177,7 @@ def consort(session: Session, trial: str, *, blinded: bool, mask_key: bytes = b"
             continue
         flow = arms.get(arm)
         if flow is None:  # an arm no longer in the protocol: keep the numbers honest rather than drop them
-            flow = arms.setdefault(arm, ArmFlow(key=arm if not blinded else f"Group {len(arms) + 1}",
-                                                label=arm if not blinded else f"Group {len(arms) + 1}"))
+            flow = arms.setdefault(arm, pooled if blinded else ArmFlow(key=arm, label=arm))
         flow.allocated += 1
         if forms and pid not in later_data:
             flow.not_received += 1
@@ -204,13 +201,14 @@ def consort(session: Session, trial: str, *, blinded: bool, mask_key: bytes = b"
         if excluded:
             flow.excluded_from_analysis += 1
             flow.excluded_reasons.append(excluded[0])
-    for flow in arms.values():
+    flows = [pooled] if blinded else list(arms.values())
+    for flow in flows:
         flow.received = flow.allocated - flow.not_received
         flow.analysed = flow.allocated - flow.excluded_from_analysis
         for name in ("not_received_reasons", "lost_reasons", "discontinued_reasons", "withdrew_reasons",
                      "excluded_reasons"):
             setattr(flow, name, _reasons(getattr(flow, name)))
-    ordered = sorted(arms.values(), key=lambda f: f.key) if blinded else list(arms.values())
+    ordered = flows
     ineligible = outcomes.get(ScreeningOutcome.INELIGIBLE, 0)
     declined = outcomes.get(ScreeningOutcome.DECLINED, 0)
     randomized = sum(f.allocated for f in ordered)

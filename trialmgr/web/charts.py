@@ -13,7 +13,7 @@ import textwrap
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from trialmgr.services.reports import ArmFlow, Consort, EnrollmentSeries, Reason
+from trialmgr.services.reports import POOLED, ArmFlow, Consort, EnrollmentSeries, Reason
 
 FONT = "DejaVu Sans, Arial, Helvetica, sans-serif"
 FONT_SIZE = 12
@@ -117,12 +117,13 @@ def consort_description(c: Consort) -> str:
                      f"{a.discontinued}, withdrew consent {a.withdrew}; analysed {a.analysed}, excluded from "
                      f"analysis {a.excluded_from_analysis}.")
     if c.blinded:
-        parts.append("Groups are shown with neutral labels.")
+        parts.append("The arms are pooled: the reader is blinded to the allocation.")
     return " ".join(parts)
 
 
 def _arm_phase_lines(a: ArmFlow) -> dict[str, list[_Line]]:
-    allocation = [_Line(f"Allocated to {a.label} (n={a.allocated})", bold=True),
+    head = "Allocated, arms pooled" if a.key == POOLED else f"Allocated to {a.label}"
+    allocation = [_Line(f"{head} (n={a.allocated})", bold=True),
                   _Line(f"Received allocated intervention (n={a.received})", indent=1),
                   _Line(f"Did not receive allocated intervention (n={a.not_received})", indent=1)]
     allocation += _reason_lines(a.not_received_reasons, 2)

@@ -1,7 +1,7 @@
 """Landing: each role reaches its own home page, with the work and the state of the trial that role needs.
 
 Blinding: every page asks protocol.is_blinded(role) before it shows anything arm-related; blinded roles get
-neutral group labels in the CONSORT diagram and no balance table. Site-bound roles see their sites only.
+the CONSORT diagram with the arms pooled and no balance table. Site-bound roles see their sites only.
 """
 
 from __future__ import annotations
