@@ -70,6 +70,14 @@ def test_anytime_forms_over_the_api(call, randomized):
     got = coord("GET", f"/participants/{code}/forms/adverse_event/1").get_json()
     assert got["values"]["term"] == "<b>Knee pain</b>"
     assert coord("GET", f"/participants/{code}/forms/adverse_event/2").status_code == 404
+    # Dates describe the past: an onset after today (UTC) is a typing mistake, refused by name; nothing is written.
+    tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+    future = coord("POST", f"/participants/{code}/forms/adverse_event", {"values": {
+        "term": "Fall", "onset_date": tomorrow, "severity": "mild", "serious": "no", "relatedness": "possible",
+        "action_taken": "none", "outcome": "recovering"}})
+    assert future.status_code == 422
+    assert future.get_json()["error"]["fields"] == {"onset_date": "must not be in the future"}
+    assert coord("GET", f"/participants/{code}/forms/adverse_event/2").status_code == 404
     wrong = coord("POST", f"/participants/{code}/forms/pain", {"values": {}})
     assert wrong.status_code == 422
 

@@ -185,6 +185,19 @@ def test_cross_field_check() -> None:
     assert open_ended.errors == {} and open_ended.complete  # the check waits for both sides
 
 
+def test_a_date_after_the_latest_allowed_is_refused_unless_the_field_looks_ahead() -> None:
+    latest = date(2026, 3, 5)
+    assert validate_form(AE, GOOD_AE, latest=latest).errors == {}  # the last allowed day itself is fine
+    late = validate_form(AE, {**GOOD_AE, "onset": "2026-03-06", "end": ""}, latest=latest)
+    assert late.errors == {"onset": "must not be in the future"} and "onset" not in late.values
+    both = validate_form(AE, {**GOOD_AE, "onset": "2027-03-01", "end": "2027-03-02"}, latest=latest,
+                         too_late="is after the visit")
+    assert both.errors == {"onset": "is after the visit", "end": "is after the visit"}
+    assert validate_form(AE, {**GOOD_AE, "onset": "2027-03-01", "end": ""}).errors == {}  # no latest: no rule
+    planned = FormDef("plan", "Plan", fields=(FieldSpec("next_visit", "Next visit", "date", future=True),))
+    assert validate_form(planned, {"next_visit": "2027-01-01"}, latest=latest).errors == {}
+
+
 def test_required_blank_needs_a_missing_code() -> None:
     raw = {**GOOD_AE, "severity": ""}
     assert validate_form(AE, raw).errors == {

@@ -78,6 +78,10 @@ def test_minimal_protocol_parses() -> None:
     assert isinstance(p, Protocol)
     assert p.form("ae").field("criteria").condition is not None
     assert p.randomization.block_weights == (0.5, 0.5)
+    assert not p.form("ae").field("onset").future  # dates describe the past unless the protocol says otherwise
+    data = minimal()
+    data["forms"][1]["fields"][1]["future"] = True
+    assert parse_protocol(data).form("ae").field("end").future
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -195,6 +199,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "(letters, digits, _ . + -, at most 32 characters)"),
     ("max_length on integer", _set("forms/0/fields/0/max_length", 5),
      "forms[0].fields[0].max_length: only text fields have a max_length"),
+    ("future on an integer", _set("forms/0/fields/0/future", True),
+     "forms[0].fields[0].future: only date fields have future"),
     ("condition unknown field", _set("forms/1/fields/3/condition/field", "seriouss"),
      "forms[1].fields[3].condition.field: unknown field 'seriouss' "
      "(a condition must name an earlier field of the same form)"),

@@ -298,8 +298,13 @@ def validate_form(
     partial: bool = False,
     reference_date: date | None = None,
     allow_missing_codes: bool = True,
+    latest: date | None = None,
+    too_late: str = "must not be in the future",
 ) -> FormResult:
-    """Validate a whole submission; ``partial=True`` is a draft, where blanks are not yet errors."""
+    """Validate a whole submission; ``partial=True`` is a draft, where blanks are not yet errors.
+
+    ``latest``: answers describe the past, so a date after it is refused with ``too_late`` (a typing mistake: an
+    onset next year), except in a date field the protocol marks ``future = true``."""
     missing = missing or {}
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -343,9 +348,14 @@ def validate_form(
                     errors[spec.id] = required_message(allow_missing_codes)
             continue
         try:
-            values[spec.id] = parse_value(spec, raw[spec.id])
+            value = parse_value(spec, raw[spec.id])
         except ValueError as exc:
             errors[spec.id] = str(exc)
+            continue
+        if latest is not None and spec.type == "date" and not spec.future and value > latest:
+            errors[spec.id] = too_late
+            continue
+        values[spec.id] = value
 
     for check in form.checks:
         left, right = values.get(check.left), values.get(check.right)

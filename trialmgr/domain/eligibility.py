@@ -14,7 +14,6 @@ from datetime import date
 from typing import Any
 
 from trialmgr.domain.crf import compare, display_value, plain_label, validate_form
-from trialmgr.domain.derive import compute_derived
 from trialmgr.domain.protocol_model import Criterion, FieldSpec, Protocol
 
 
@@ -50,16 +49,13 @@ def evaluate(protocol: Protocol, answers: Mapping[str, Any], screening_date: dat
     """Judge ``answers`` (raw form text or parsed values) as of ``screening_date``."""
     form = protocol.screening_form
     # Screening has no "not done / refused" codes: a criterion cannot be judged on a missing answer.
-    result = validate_form(form, answers, reference_date=screening_date, allow_missing_codes=False)
+    # Answers describe the past; a future date (a date of birth after screening) is a typing mistake.
+    too_late = f"is after the screening date ({screening_date.isoformat()})"
+    result = validate_form(form, answers, reference_date=screening_date, allow_missing_codes=False,
+                           latest=screening_date, too_late=too_late)
     values = dict(result.values)
     errors = dict(result.errors)
-    for spec in form.fields:
-        # Answers describe the past; a future date (a date of birth after screening) is a typing mistake.
-        value = values.get(spec.id)
-        if spec.type == "date" and value is not None and value > screening_date:
-            errors[spec.id] = f"is after the screening date ({screening_date.isoformat()})"
-            del values[spec.id]
-    derived = compute_derived(form.derived, values, reference_date=screening_date)
+    derived = result.derived
 
     specs: dict[str, FieldSpec] = {f.id: f for f in form.fields}
     derived_labels = {d.id: d.label for d in form.derived}

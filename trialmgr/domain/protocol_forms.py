@@ -42,7 +42,7 @@ CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}")
 CODE_RULE = "is not a valid code (letters, digits, _ . + -, at most 32 characters)"
 FIELD_KEYS = (
     "id", "label", "type", "required", "unit", "min", "max", "precision", "choices", "max_length",
-    "condition", "help", "identifier",
+    "condition", "help", "identifier", "future",
 )
 NUMERIC_TYPES = ("integer", "decimal")
 ORDERED_TYPES = ("integer", "decimal", "date")
@@ -168,6 +168,9 @@ def parse_fields(ck: Checker, owner: Table, key: str = "fields") -> tuple[FieldS
         unit = t.string("unit", required=False)
         help_text = t.string("help", required=False)
         identifier = t.boolean("identifier", default=False)
+        future = t.boolean("future", default=False)
+        if future and ftype is not None and ftype != "date":
+            ck.err(t.at("future"), "only date fields have future")
         cond = None
         if t.has("condition"):
             cond = _condition(ck, t.data["condition"], t.at("condition"), by_id, broken, fid)
@@ -177,6 +180,7 @@ def parse_fields(ck: Checker, owner: Table, key: str = "fields") -> tuple[FieldS
         spec = FieldSpec(
             fid, label, ftype, required=required, unit=unit, min=lo, max=hi, precision=precision,
             choices=choices, max_length=max_length, condition=cond, help=help_text, identifier=identifier,
+            future=future,
         )
         if fid not in by_id:
             by_id[fid] = spec

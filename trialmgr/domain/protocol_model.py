@@ -59,6 +59,8 @@ class FieldSpec:
     help: str | None = None
     # Direct identifiers (date of birth ...) are dropped by de-identified exports.
     identifier: bool = False
+    # A date field whose answer may lie in the future (a planned date); other dates describe the past.
+    future: bool = False
 
     def choice_label(self, code: str) -> str:
         for c in self.choices:

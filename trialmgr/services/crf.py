@@ -314,8 +314,9 @@ def save_form(session: Session, actor: Actor, participant: Participant, form_id:
     when = None
     if visit is not None:
         when = _visit_date(visit, visit_date)
+    today = visits.today()
     result = crflib.validate_form(form, raw, missing=missing or {}, partial=(status == "draft"),
-                                  reference_date=when or visits.today())
+                                  reference_date=when or today, latest=today)
     if result.errors:
         raise ValidationFailed(result.errors)
     if status == "complete" and not result.complete:
