@@ -294,4 +294,4 @@ def test_gait_speed(protocol: Protocol) -> None:
     assert result.errors == {}
     assert result.derived == {"gait_usual_speed": Decimal("1.250"), "gait_fast_speed": Decimal("1.600")}
     slow = validate_form(protocol.form("performance"), {**raw, "gait_usual_s": "250"})
-    assert slow.errors == {"gait_usual_s": "must be between 3.34 and 200"}
+    assert slow.errors == {"gait_usual_s": "must be between 3.34 and 200 s"}  # with the unit, as on the page

@@ -97,7 +97,7 @@ def test_page_fields_may_not_clash_with_protocol_fields():
     ("Sex", "required", "Sex is required."),
     ("MMSE score", "must be between 0 and 30", "MMSE score must be between 0 and 30."),
     ("Date of birth", "is after the screening date (2026-01-01)",
-     "Date of birth is after the screening date (2026-01-01)"),
+     "Date of birth is after the screening date (2026-01-01)."),
     ("Site", "unknown or closed site 'XX'", "Site: unknown or closed site 'XX'."),
 ])
 def test_messages_read_as_sentences(label, message, expected):

@@ -128,11 +128,13 @@ def _places(value: Decimal) -> int:
 
 
 def _range_message(spec: FieldSpec) -> str:
+    """The range rule in words, with the field's unit ("must be between 1 and 120 s")."""
+    unit = f" {spec.unit}" if spec.unit else ""
     if spec.min is not None and spec.max is not None:
-        return f"must be between {spec.min} and {spec.max}"
+        return f"must be between {spec.min} and {spec.max}{unit}"
     if spec.min is not None:
-        return f"must be at least {spec.min}"
-    return f"must be at most {spec.max}"
+        return f"must be at least {spec.min}{unit}"
+    return f"must be at most {spec.max}{unit}"
 
 
 def _check(spec: FieldSpec, value: Any) -> Any:

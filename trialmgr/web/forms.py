@@ -215,7 +215,7 @@ def sentence(label: str, message: str) -> str:
     if message.startswith("required"):
         message = "is " + message
     text = f"{label} {message}" if message.startswith(_VERB_STARTS) else f"{label}: {message}"
-    return text if text.endswith((".", "?", ")")) else text + "."
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 def form_class(
