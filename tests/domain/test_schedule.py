@@ -39,3 +39,20 @@ def test_status_at_the_window_edges():
                   complete=True) is VisitStatus.COMPLETED_OUT_OF_WINDOW
     assert status(w, today=D(2027, 1, 5), visit_date=None, complete=False, missed=True) is VisitStatus.MISSED
     assert status(None, today=D(2027, 1, 5), visit_date=D(2027, 1, 5), complete=False) is VisitStatus.OPEN
+
+
+def test_visits_not_done_are_not_expected_once_follow_up_ended():
+    w = window(PROTO.visit("W4"), D(2026, 11, 24))  # 2026-12-15 .. 2026-12-29
+    for today in (D(2026, 12, 1), D(2026, 12, 20), D(2027, 1, 5)):  # before, inside and after the window
+        assert status(w, today=today, visit_date=None, complete=False, ended=True) is VisitStatus.NOT_EXPECTED
+    assert status(w, today=D(2026, 12, 20), visit_date=D(2026, 12, 16), complete=False,
+                  ended=True) is VisitStatus.NOT_EXPECTED  # begun, never finished
+    assert status(None, today=D(2027, 1, 5), visit_date=D(2027, 1, 5), complete=False,
+                  ended=True) is VisitStatus.NOT_EXPECTED  # an unscheduled visit left open
+    # What was done or recorded as missed keeps its status.
+    assert status(w, today=D(2027, 1, 5), visit_date=D(2026, 12, 29), complete=True,
+                  ended=True) is VisitStatus.COMPLETED
+    assert status(w, today=D(2027, 1, 5), visit_date=D(2026, 12, 30), complete=True,
+                  ended=True) is VisitStatus.COMPLETED_OUT_OF_WINDOW
+    assert status(w, today=D(2027, 1, 5), visit_date=None, complete=False, missed=True,
+                  ended=True) is VisitStatus.MISSED

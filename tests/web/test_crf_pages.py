@@ -223,6 +223,41 @@ def test_add_unscheduled_visit_and_mark_a_visit_missed(client, coordinator, rand
         assert s.scalar(select(VisitRecord.missed).where(VisitRecord.code == "W4"))
 
 
+def test_after_withdrawal_the_visits_not_done_are_not_expected(client, coordinator, randomized, actor, db):
+    from trialmgr.db.models_trial import Participant
+    from trialmgr.services import crf as crf_service
+
+    code = randomized()
+    purl = f"{T}/participants/{code}"
+    assert re.search(r'visit-status visit-upcoming">upcoming<', page(client, purl))
+    with db.session() as s:
+        p = s.scalar(select(Participant).where(Participant.code == code))
+        crf_service.save_form(s, actor, p, "withdrawal", {"withdrawal_date": visits.today().isoformat(),
+                                                          "type": "withdrawal", "reason": "Moved away"})
+    html = page(client, purl)
+    # No visit is upcoming, open or overdue any more, and none is offered to be marked missed.
+    assert re.search(r'visit-status visit-not_expected">not expected<', html)
+    assert not re.search(r'visit-status visit-(upcoming|open|overdue)"', html)
+    assert "Mark visit" not in html
+    assert 'visit-not_expected">not expected<' in page(client, f"{purl}/visits/W4/forms/pain")
+    api = {v["code"]: v["status"] for v in visits_json(client, db, code)}
+    assert set(api.values()) == {"not_expected"}, api
+
+
+def visits_json(client, db, code: str) -> list[dict]:
+    """The participant's visits through the JSON API, with a token of the signed-in coordinator's."""
+    from trialmgr.services import accounts
+    from trialmgr.services.context import cli_actor
+
+    with db.session() as s:
+        _row, token = accounts.create_token(s, cli_actor(), accounts.get_user(s, "cora"), trial_id="hip-pt-clbp",
+                                            role="coordinator", name="test", days=1)
+    resp = client.get(f"/api/v1/trials/hip-pt-clbp/participants/{code}/visits",
+                      headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()["visits"]
+
+
 # -- any-time forms and escaping ------------------------------------------------------------------------------
 
 def test_adverse_event_markup_is_escaped_and_serious_events_are_flagged(client, coordinator, randomized):

@@ -20,6 +20,7 @@ class VisitStatus(StrEnum):
     MISSED = "missed"  # staff recorded that the visit did not take place
     COMPLETED = "completed"
     COMPLETED_OUT_OF_WINDOW = "completed_out_of_window"
+    NOT_EXPECTED = "not_expected"  # the participant's follow-up ended (withdrew, lost, completed) before it
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,18 @@ def windows(protocol: Protocol, anchor: dt.date) -> list[Window]:
 
 
 def status(w: Window | None, *, today: dt.date, visit_date: dt.date | None, complete: bool,
-           missed: bool = False) -> VisitStatus:
-    """A visit's status. Unscheduled visits (no window) are open until complete."""
+           missed: bool = False, ended: bool = False) -> VisitStatus:
+    """A visit's status. Unscheduled visits (no window) are open until complete. `ended`: the participant's
+    follow-up is over (withdrawn, lost, completed), so a visit not done is no longer expected, not upcoming or
+    overdue."""
     if missed:
         return VisitStatus.MISSED
     if complete and visit_date is not None:
         if w is None or w.contains(visit_date):
             return VisitStatus.COMPLETED
         return VisitStatus.COMPLETED_OUT_OF_WINDOW
+    if ended:
+        return VisitStatus.NOT_EXPECTED
     if w is None:
         return VisitStatus.OPEN
     if today < w.start:

@@ -15,7 +15,7 @@ from trialmgr.domain import schedule
 from trialmgr.domain.errors import Conflict, NotFound, ValidationFailed
 from trialmgr.domain.protocol import Protocol
 from trialmgr.domain.schedule import VisitStatus
-from trialmgr.domain.vocab import Role
+from trialmgr.domain.vocab import ParticipantStatus, Role
 from trialmgr.services import audit, trials
 from trialmgr.services.context import Actor
 
@@ -66,9 +66,16 @@ def window_of(v: VisitRecord) -> schedule.Window | None:
     return schedule.Window(v.code, v.label, v.target_date, v.window_start, v.window_end)
 
 
-def visit_status(v: VisitRecord, day: dt.date | None = None) -> VisitStatus:
+# A participant in one of these has no more visits to come: a visit not done is "not expected".
+FOLLOW_UP_ENDED = frozenset({ParticipantStatus.WITHDRAWN, ParticipantStatus.LOST, ParticipantStatus.COMPLETED})
+
+
+def visit_status(v: VisitRecord, day: dt.date | None = None, *, participant: Participant | None = None
+                 ) -> VisitStatus:
+    """The visit's status today (or on `day`); with its participant, "not expected" once their follow-up ended."""
+    ended = participant is not None and participant.status in FOLLOW_UP_ENDED
     return schedule.status(window_of(v), today=day or today(), visit_date=v.visit_date, complete=v.complete,
-                           missed=v.missed)
+                           missed=v.missed, ended=ended)
 
 
 def visit_forms(proto: Protocol, v: VisitRecord) -> tuple[str, ...]:
@@ -90,7 +97,7 @@ def list_visits(session: Session, participant: Participant, day: dt.date | None 
     out = []
     for v in rows:
         forms = [(f, by_visit.get(v.id, {}).get(f, "not_started")) for f in visit_forms(proto, v)]
-        out.append(VisitView(v, visit_status(v, day), window_of(v), forms))
+        out.append(VisitView(v, visit_status(v, day, participant=participant), window_of(v), forms))
     return out
 
 

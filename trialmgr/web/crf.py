@@ -146,7 +146,7 @@ def _render(trial: str, code: str, form: FormDef, view: crf.FormView, *, page: D
     return render_template(
         "crf/form.html", p=p, form_def=form, view=view, page=page if can_edit else None,
         fields=fields, fields_by_id={r.id: r for r in fields}, derived=derived, here=here,
-        visit_status=visits.visit_status(view.visit) if view.visit else None,
+        visit_status=visits.visit_status(view.visit, participant=p) if view.visit else None,
         window=visits.window_of(view.visit) if view.visit else None,
         can_verify=role is Role.MONITOR and view.record is not None and view.record.status == "complete"
         and view.record.sdv_at is None,

@@ -29,7 +29,7 @@ bp = Blueprint("visits", __name__, url_prefix="/t/<trial>/participants/<code>/vi
 bp.register_error_handler(DomainError, domain_error_page)
 
 MISSED_MARKERS = (Role.COORDINATOR, Role.INVESTIGATOR)
-FINAL = (VisitStatus.COMPLETED, VisitStatus.COMPLETED_OUT_OF_WINDOW, VisitStatus.MISSED)
+FINAL = (VisitStatus.COMPLETED, VisitStatus.COMPLETED_OUT_OF_WINDOW, VisitStatus.MISSED, VisitStatus.NOT_EXPECTED)
 
 
 class UnscheduledForm(PageForm):
