@@ -98,6 +98,8 @@ def test_monitor_home_is_blinded(client, login, make_user, data, db):
     html = page(client, login, make_user, "monitor", "monitor")
     assert "Audit trail integrity" in html and "has not been verified yet" in html and f'href="/t/{T}/audit/"' in html
     assert "Open queries by site" in html and "Source data verification" in html
+    # It counts the queries not closed yet, and says so in the queries page's words.
+    assert '<th scope="col">Open or answered</th>' in html
     assert "By site" in html and "Adverse event" in html  # SDV by form, with the form's title
     assert "CONSORT flow diagram" in html and "Allocated, arms pooled" in html and "shown pooled" in html
     assert "Allocated to" not in html and "Group 1" not in html
