@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from decimal import Decimal
 
 from trialmgr import clock
 from trialmgr.config import Settings
@@ -80,15 +81,41 @@ def populate(db: Database, settings: Settings, trial_id: str, n: int, seed: int 
     return counts
 
 
+# A decimal point typed one place off (8.34 s entered as 83.4 s): now and then, to set off the edit checks.
+SLIP_RATE = 0.04
+
+
 def _enter(s, staff: Actor, p, visit_code: str, proto, rng: random.Random, day: dt.date, counts: dict) -> None:
     visit = visits.get_visit(s, p, visit_code)
     for form_id in visits.visit_forms(proto, visit):
-        raw = form_values(proto.form(form_id), rng, day)
+        # After baseline, the same person measured again: numbers near their baseline answers.
+        baseline = None
+        if visit_code != "BL" and form_id in visits.visit_forms(proto, visits.get_visit(s, p, "BL")):
+            baseline = crf.read_form(s, staff, p, form_id, "BL").values or None
+        raw = form_values(proto.form(form_id), rng, day, near=baseline)
+        if form_id == "performance":
+            _plausible_gait(proto.form(form_id), raw, rng, slip=baseline is not None and rng.random() < SLIP_RATE)
         if form_id == "session_log":
             planned = max(1, min(24, (day - (p.randomized_at.date() if p.randomized_at else day)).days // 7 * 2))
             raw.update(sessions_planned=str(planned), sessions_attended=str(rng.randint(planned * 2 // 3, planned)))
         crf.save_form(s, staff, p, form_id, raw, visit_code=visit_code, visit_date=day)
         counts["forms"] += 1
+
+
+def _plausible_gait(form, raw: dict[str, str], rng: random.Random, *, slip: bool) -> None:
+    """A 10 m walk at fast pace takes less time than at usual pace; with `slip`, the usual time was typed with
+    its decimal point one place off (when that is still in range: the server's checks, not the range, catch it)."""
+    usual, fast = raw.get("gait_usual_s"), raw.get("gait_fast_s")
+    if usual is None or fast is None:
+        return
+    if Decimal(fast) >= Decimal(usual):
+        low = form.field("gait_fast_s").min
+        raw["gait_fast_s"] = format(max(Decimal(str(low)), (Decimal(usual) * Decimal("0.8")).quantize(
+            Decimal("0.01"))), "f")
+    if slip:
+        wrong = (Decimal(usual) * 10).quantize(Decimal("0.01"))
+        if wrong <= Decimal(str(form.field("gait_usual_s").max)):
+            raw["gait_usual_s"] = format(wrong, "f")
 
 
 def _follow_up(db: Database, staff: Actor, monitor: Actor, trial_id: str, code: str, proto, rng: random.Random,

@@ -37,8 +37,24 @@ def value_for(spec: FieldSpec, rng: random.Random, today: dt.date) -> str | None
     return rng.choice(["Reviewed with participant.", "No concerns.", "As planned."])[: spec.max_length or 500]
 
 
-def form_values(form: FormDef, rng: random.Random, today: dt.date, **fixed: str) -> dict[str, str]:
-    """Answers for every field whose condition holds (conditions only name earlier fields)."""
+def value_near(spec: FieldSpec, text: str, rng: random.Random, spread: float) -> str:
+    """A number within +-spread (a fraction) of an earlier answer, inside the field's range and precision: the
+    same person measured again."""
+    old = Decimal(text)
+    places = 0 if spec.type == "integer" else (spec.precision if spec.precision is not None else 1)
+    step = Decimal(1).scaleb(-places)
+    value = (old * Decimal(str(1 + rng.uniform(-spread, spread)))).quantize(step)
+    if spec.min is not None:
+        value = max(value, Decimal(str(spec.min)).quantize(step, rounding="ROUND_CEILING"))
+    if spec.max is not None:
+        value = min(value, Decimal(str(spec.max)).quantize(step, rounding="ROUND_FLOOR"))
+    return format(value, "f")
+
+
+def form_values(form: FormDef, rng: random.Random, today: dt.date, *, near: dict[str, str] | None = None,
+                spread: float = 0.15, **fixed: str) -> dict[str, str]:
+    """Answers for every field whose condition holds (conditions only name earlier fields). `near`: earlier
+    answers of the same participant (canonical text by field id): numbers are drawn within +-spread of them."""
     raw: dict[str, str] = {}
     for spec in form.fields:
         if spec.id in fixed:
@@ -48,6 +64,10 @@ def form_values(form: FormDef, rng: random.Random, today: dt.date, **fixed: str)
             parsed = {k: crf.parse_value(form.field(k), v) for k, v in raw.items()}
             if not crf.condition_holds(spec.condition, parsed):
                 continue
+        earlier = (near or {}).get(spec.id)
+        if earlier is not None and spec.type in ("integer", "decimal"):
+            raw[spec.id] = value_near(spec, earlier, rng, spread)
+            continue
         value = value_for(spec, rng, today)
         if value is not None:
             raw[spec.id] = value

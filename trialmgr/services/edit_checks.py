@@ -26,6 +26,11 @@ def _baseline_value(session: Session, participant: Participant, form_id: str, fi
     return Decimal(value) if value else None
 
 
+def _label(proto: Protocol, derived_id: str) -> str:
+    """The protocol's label of a derived score of the performance form (its id if it has none)."""
+    return next((d.label for d in proto.form("performance").derived if d.id == derived_id), derived_id)
+
+
 def run(session: Session, actor: Actor, proto: Protocol, participant: Participant, record: FormRecord,
         visit: VisitRecord | None, result: FormResult) -> list[int]:
     from trialmgr.services import queries
@@ -48,7 +53,7 @@ def run(session: Session, actor: Actor, proto: Protocol, participant: Participan
                                 request_id=actor.request_id, client_addr=SYSTEM.client_addr, console=True)
                 q = queries.open_query(
                     session, checker, participant, record, name,
-                    f"{name.replace('_', ' ')} changed by {change * 100:.0f}% since baseline ({base} -> {now} m/s); "
-                    "please confirm the timing.", check_id="gait_speed_change")
+                    f"{_label(proto, name)} changed by {change * 100:.0f}% since baseline (from {base} to {now} "
+                    "m/s). Please confirm the timing.", check_id="gait_speed_change")
                 opened.append(q.id)
     return opened
