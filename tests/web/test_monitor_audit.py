@@ -22,6 +22,8 @@ def test_monitor_audit_log_filters_paging_history_and_csv(client, login, make_us
     # Filter by participant: only that participant's entries.
     html = client.get(f"/t/{T}/audit/?participant={codes[1]}").get_data(as_text=True)
     assert codes[1] in html and codes[0] not in html
+    # The participant's own entries name it once in the record column; a form's entries name the form, then it.
+    assert f"participant {codes[1]}</td>" in html and f"{codes[1]} · {codes[1]}" not in html
     # Keyset paging through the API, newest first, no entry twice.
     from trialmgr.services import accounts
 
