@@ -115,6 +115,7 @@ def test_monitor_worklist_links_the_forms_awaiting_verification(client, login, m
     assert "Awaiting verification (2)" in html
     link = f'href="/t/{T}/participants/{data["de"]}/forms/adverse_event/1"'
     assert link in waiting and '/forms/adverse_event/2"' in waiting and "any time" in waiting
+    assert f'<a href="/t/{T}/participants/{data["de"]}">{data["de"]}</a>' in waiting  # the participant, too
     assert client.get(f"/t/{T}/participants/{data['de']}/forms/adverse_event/1").status_code == 200
     monitor = Actor(username="uma", role=Role.MONITOR, trial=T)
     with db.session() as s:
