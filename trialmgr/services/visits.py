@@ -101,6 +101,22 @@ def list_visits(session: Session, participant: Participant, day: dt.date | None 
     return out
 
 
+@dataclass(frozen=True)
+class Outlook:
+    """What is due for a participant: the first scheduled visit whose window is open or still to come (in
+    schedule order), and the visits whose window closed with nothing recorded."""
+    next: VisitView | None
+    overdue: list[VisitView]
+
+
+def outlook(session: Session, participant: Participant, day: dt.date | None = None) -> Outlook:
+    """Read from the visits as they stand, so it moves on as visits are done or marked missed; nothing is due
+    once the participant's follow-up ended (their visits not done are "not expected")."""
+    scheduled = [v for v in list_visits(session, participant, day) if v.window is not None]
+    coming = [v for v in scheduled if v.status in (VisitStatus.OPEN, VisitStatus.UPCOMING)]
+    return Outlook(coming[0] if coming else None, [v for v in scheduled if v.status is VisitStatus.OVERDUE])
+
+
 _KNOWN = "trialmgr.visits"  # session.info: (participant id, code) -> VisitRecord, for this transaction only
 
 

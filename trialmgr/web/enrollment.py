@@ -20,7 +20,6 @@ from trialmgr.domain import crf
 from trialmgr.domain.derive import compute_derived
 from trialmgr.domain.errors import ConsentMissing, DomainError, ValidationFailed
 from trialmgr.domain.protocol import Protocol, Visit
-from trialmgr.domain.schedule import VisitStatus
 from trialmgr.domain.vocab import ParticipantStatus, Role, ScreeningOutcome
 from trialmgr.services import enrollment, randomization, trials, visits
 from trialmgr.state import state
@@ -99,16 +98,10 @@ NO_VISIT_DUE = {
 
 
 def visit_outlook(s: Session, p: Participant) -> dict:
-    """What the participant page says is due: the first scheduled visit whose window is open or still to come
-    (in schedule order), and the visits whose window closed with nothing recorded. Read from the visits as they
-    stand, so that it moves on as visits are done or marked missed."""
-    if p.status in NO_VISIT_DUE:
-        return {"next": None, "overdue": [], "none": NO_VISIT_DUE[p.status]}
-    scheduled = [v for v in visits.list_visits(s, p) if v.window is not None]
-    coming = [v for v in scheduled if v.status in (VisitStatus.OPEN, VisitStatus.UPCOMING)]
-    return {"next": coming[0] if coming else None,
-            "overdue": [v for v in scheduled if v.status is VisitStatus.OVERDUE],
-            "none": "none: every scheduled visit is done or marked missed"}
+    """The participant page's "Next visit" and "Overdue" lines (services.visits.outlook), in words."""
+    due = visits.outlook(s, p)
+    return {"next": due.next, "overdue": due.overdue,
+            "none": NO_VISIT_DUE.get(p.status, "none: every scheduled visit is done or marked missed")}
 
 
 def visible_sites(trial: str) -> list[tuple[str, str]]:
