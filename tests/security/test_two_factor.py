@@ -240,6 +240,17 @@ def test_enrolment_page_shows_the_key_and_turns_totp_on(client, login, make_user
     login("una")
     html, secret = _enrol_page(client)
     assert "otpauth://totp/trialmgr:una?" in html
+    # The same address as a QR code to scan: exactly segno's drawing of it, with an accessible title.
+    import html as html_lib
+
+    import segno
+
+    uri = html_lib.unescape(re.search(r'id="totp-uri">([^<]+)<', html).group(1))
+    assert uri == twofactor.provisioning_uri(secret, "una")
+    qr = re.search(r'id="totp-qr">(<svg.*?</svg>)</p>', html, re.S).group(1)
+    assert "<title>QR code of the set-up address" in qr
+    assert qr == segno.make(uri, error="m").svg_inline(
+        scale=4, border=4, dark="#000", light="#fff", title="QR code of the set-up address, for your authenticator app")
     token = csrf_token(client, "/account/two-factor")
     resp = client.post("/account/two-factor", data={"code": "12", "csrf_token": token})
     assert resp.status_code == 422

@@ -6,8 +6,10 @@ by every other page until they have enrolled; only signing out stays open to the
 
 from __future__ import annotations
 
+import segno
 from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
+from markupsafe import Markup
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length
 
@@ -86,8 +88,17 @@ def two_factor():
             form.add_error("The key below is new: add it to your app and type its code.")
             status = 422
     must = twofactor.required(user, state().settings.require_totp_roles)
+    uri = twofactor.provisioning_uri(secret, user.username)
     return render_template("account/two_factor.html", enrolled=False, form=form, secret=secret, must=must,
-                           uri=twofactor.provisioning_uri(secret, user.username)), status
+                           uri=uri, qr=qr_svg(uri)), status
+
+
+def qr_svg(text: str) -> Markup:
+    """`text` as a QR code, an inline SVG image with a title (segno writes only paths; nothing of `text` is
+    echoed as markup)."""
+    code = segno.make(text, error="m")
+    return Markup(code.svg_inline(scale=4, border=4, dark="#000", light="#fff",  # noqa: S704
+                                  title="QR code of the set-up address, for your authenticator app"))
 
 
 @bp.route("/password", methods=["GET", "POST"])
