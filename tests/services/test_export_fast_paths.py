@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import random
 import struct
 import zipfile
@@ -51,6 +52,14 @@ def test_the_written_trail_matches_the_python_lines(db, awkward_trail, blinded, 
     """PostgreSQL builds the lines itself (one COPY); SQLite writes the Python lines. Same bytes either way."""
     monkeypatch.setattr(audit_trail, "_CHUNK", 300)  # the Python path: many chunks
     monkeypatch.setattr(audit_trail, "_SEQ_SPAN", 2)  # PostgreSQL: many COPY rows, some of them empty ranges
+    resumed: list[int | None] = []
+    real_copy_lines = audit_trail._copy_lines
+
+    def spy(write, conn, sql, trial_id, first=None, last=None):
+        resumed.append(first)
+        real_copy_lines(write, conn, sql, trial_id, first, last)
+
+    monkeypatch.setattr(audit_trail, "_copy_lines", spy)
     with db.session(write=False) as s:
         postgres = s.get_bind().dialect.name == "postgresql"
         reference = b"".join(audit_trail.python_lines(s, T, blinded, deidentified))
@@ -58,19 +67,52 @@ def test_the_written_trail_matches_the_python_lines(db, awkward_trail, blinded, 
         audit_trail.write_entries(chunks.append, s, T, blinded, deidentified)
         if postgres:
             _plain_lines_taken(s, blinded, deidentified)
+            chunks_after = []  # the transaction is usable after the interrupted COPY (rolled back to its savepoint)
+            audit_trail.write_entries(chunks_after.append, s, T, blinded, deidentified)
+            assert chunks_after == chunks
     assert reference.count(b"\n") >= 3 * len(AWKWARD)
     assert b"".join(chunks) == reference
     assert b"other-trial" not in reference
     if postgres:  # the COPY path really ran, in many blocks, each cut at a line end
         assert audit_trail.pg_copy_sql(blinded, deidentified) is not None
         assert len(chunks) > 3 and all(c.endswith(b"\n") for c in chunks)
+        # The plain lines first (the first entries hold no escaped character), then the lines tested one by
+        # one from the first range with an entry that does.
+        assert len(resumed) == 2 and resumed[0] == resumed[1] and resumed[0] > 0
+
+
+def test_the_plain_lines_are_taken_exactly_when_exact(db, awkward_trail, monkeypatch):
+    """PostgreSQL, one entry a range: a range's plain line passes the check exactly when it is the exact line;
+    a trail of plain lines only is read in one COPY."""
+    monkeypatch.setattr(audit_trail, "_SEQ_SPAN", 1)
+    with db.session(write=False) as s:
+        if s.get_bind().dialect.name != "postgresql":
+            pytest.skip("PostgreSQL only")
+        run = s.connection().exec_driver_sql  # (the driver's paramstyle, as the export's COPY)
+        for blinded, deidentified in [(False, False), (True, False), (False, True), (True, True)]:
+            taken = {}
+            for g, lines, n, quotes in run(audit_trail.pg_plain_copy_sql(blinded, deidentified),
+                                           {"trial": T, "first": None, "last": None}).all():
+                if lines is not None:
+                    exact = run(audit_trail.pg_copy_sql(blinded, deidentified),
+                                {"trial": T, "first": g, "last": g}).scalar_one()
+                    taken[g] = (audit_trail._plain_lines_exact(bytes(lines), n, quotes), bytes(lines) == exact)
+            assert {ok for ok, _ in taken.values()} == {True, False}
+            assert all(ok == same for ok, same in taken.values()), taken
+        chunks: list[bytes] = []  # only plain entries (the trail up to the first awkward one): one COPY
+        low = run("SELECT min(seq) FROM audit_entry WHERE trial = %(t)s AND field = 'plain'", {"t": T}).scalar()
+        monkeypatch.setattr(audit_trail, "_copy_lines", None)
+        audit_trail._copy_trail(chunks.append, s.connection().connection.driver_connection, False, False, T,
+                                None, low)
+        reference = [line for line in audit_trail.python_lines(s, T, False, False) if json.loads(line)["seq"] <= low]
+        assert len(reference) > 2 and b"".join(chunks) == b"".join(reference)
 
 
 def _plain_lines_taken(s, blinded: bool, deidentified: bool) -> None:
     """PostgreSQL: the plain line (text wrapped in quotes as it is) is taken for an entry exactly when it has the
     exact line's bytes: the usual entry takes it, one with a quote, a backslash or a control character anywhere
     (a withheld value too) does not, and non-ASCII text needs no escape."""
-    cond, plain, exact, test = audit_trail.pg_line_sql(blinded, deidentified)
+    cond, plain, exact, test, _quotes = audit_trail.pg_line_sql(blinded, deidentified)
     rows = f"(SELECT *, {cond} AS _r FROM audit_entry) e" if cond else "audit_entry"
     # (The driver's own paramstyle: the lines' constants hold ":null", which text() would take for a parameter.)
     got = s.connection().exec_driver_sql(f"SELECT {test}, plain = ({exact}), plain FROM "  # noqa: S608

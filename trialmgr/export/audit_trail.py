@@ -43,9 +43,8 @@ def write_entries(write: Callable[[bytes], object], session: Session, trial_id: 
                   deidentified: bool) -> None:
     """Write the trial's entries.jsonl as UTF-8 bytes through ``write`` (in chunks of about 1 MiB)."""
     audit.write_pending(session)  # entries recorded earlier in this transaction are part of the trail
-    sql = pg_copy_sql(blinded, deidentified) if session.get_bind().dialect.name == "postgresql" else None
-    if sql is not None:
-        _pg_copy(write, session, sql, trial_id)
+    if session.get_bind().dialect.name == "postgresql" and pg_copy_sql(blinded, deidentified) is not None:
+        _pg_copy(write, session, blinded, deidentified, trial_id)
         return
     buf: list[bytes] = []
     size = 0
@@ -93,11 +92,12 @@ def _joined(tokens: list) -> str:
     return " || ".join("'" + t[0].replace("'", "''") + "'" if isinstance(t, tuple) else t for t in merged)
 
 
-def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str] | None:
+def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str, str] | None:
     """The SQL pieces of one line on PostgreSQL, over the columns of audit_entry (and ``_r``, true for a
     withheld entry): (the withholding condition, or ""; the plain line; the exact line; the test, over a column
-    ``plain`` holding the plain line, that the plain line is the exact one). The lines without their newline.
-    None when a column has a type this rendering does not know (the Python path is then used).
+    ``plain`` holding the plain line, that the plain line is the exact one; the number of quotes the plain line
+    holds when it is). The lines without their newline. None when a column has a type this rendering does not
+    know (the Python path is then used).
 
     The exact line is built value by value with to_json, as the canonical encoder would write each. The plain
     line wraps text in quotes as it is: the same bytes unless a value holds a quote, a backslash or a control
@@ -173,7 +173,8 @@ def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str] 
     # The quotes the plain line holds when no value holds one: two per key, two per quoted value.
     keys = sum(1 for name, *_ in parts if name != "redacted")
     expected = f"{2 * keys} + 2 * num_nonnulls({', '.join(quoted)})"
-    return cond, plain, exact, f"octet_length(to_json(plain)::text) = octet_length(plain) + 2 + {expected}"
+    return (cond, plain, exact, f"octet_length(to_json(plain)::text) = octet_length(plain) + 2 + {expected}",
+            expected)
 
 
 def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
@@ -186,16 +187,8 @@ def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
     parts = pg_line_sql(blinded, deidentified)
     if parts is None:
         return None
-    cond, plain, exact, exact_test = parts
-    span = int(_SEQ_SPAN)
-    # Built from the model's column names (identifiers, checked above) and constants; the trial is a parameter.
-    where = f"trial = %(trial)s AND seq >= g * {span} AND seq < (g + 1) * {span}"
-    rows = f"(SELECT *, {cond} AS _r FROM audit_entry WHERE {where}) e" if cond else \
-        f"audit_entry WHERE {where}"  # noqa: S608
-    # The trail's ranges, or those from %(first)s to %(last)s (range numbers; NULL: no bound), so that parts of
-    # the trail can be read by connections of their own (Alongside).
-    first, last = (f"{g}(%({b})s, (SELECT {f}(seq) FROM audit_entry WHERE trial = %(trial)s) / {span})"  # noqa: S608
-                   for g, b, f in (("greatest", "first", "min"), ("least", "last", "max")))
+    cond, plain, exact, exact_test, _quotes = parts
+    rows, first, last = _range_sql(cond)
     # (OFFSET 0: the plain line is computed once, not inlined three times.)
     line = f"CASE WHEN {exact_test} THEN plain ELSE {exact} END || E'\\n'"
     # ORDER BY g with a LIMIT: the planner then evaluates the (expensive) lines after sorting the few range
@@ -205,8 +198,88 @@ def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
             f"FROM generate_series({first}, {last}) g ORDER BY g LIMIT {2**63 - 1}")
 
 
-def _pg_copy(write: Callable[[bytes], object], session: Session, select_sql: str, trial_id: str) -> None:
-    _copy_lines(write, session.connection().connection.driver_connection, select_sql, trial_id)
+def pg_plain_copy_sql(blinded: bool, deidentified: bool) -> str | None:
+    """As pg_copy_sql, but every line is the plain one, untested, and each row is (the range number g, the
+    lines, how many, the quotes they hold if each is exact): the lines of a range are all exact when they hold,
+    of the bytes JSON escapes or writes escaped (control characters, a quote, a backslash), exactly their
+    newlines and those quotes; the caller checks (_plain_lines_exact). The test of each line (pg_line_sql's, a
+    to_json over the whole line) was a third of the database's work for the trail."""
+    parts = pg_line_sql(blinded, deidentified)
+    if parts is None:
+        return None
+    cond, plain, _exact, _test, quotes = parts
+    rows, first, last = _range_sql(cond)
+    # The range numbers sorted first, each range's lines gathered in a nested loop after them: rows come in
+    # order of g without sorting the lines.
+    return (f"SELECT g, x.lines, x.n, x.quotes "  # noqa: S608
+            f"FROM (SELECT g::int8 AS g FROM generate_series({first}, {last}) g ORDER BY 1) r "
+            f"CROSS JOIN LATERAL (SELECT convert_to(string_agg(plain || E'\\n', '' ORDER BY seq), 'UTF8') AS lines, "
+            f"count(*)::int8 AS n, sum(quotes)::int8 AS quotes "
+            f"FROM (SELECT *, {plain} AS plain, {quotes} AS quotes FROM {rows} OFFSET 0) x) x ORDER BY g")
+
+
+def _range_sql(cond: str) -> tuple[str, str, str]:
+    """(the rows of range g, with ``_r`` when cond; the first and the last range number to read)."""
+    span = int(_SEQ_SPAN)
+    # Built from the model's column names (identifiers, checked above) and constants; the trial is a parameter.
+    where = f"trial = %(trial)s AND seq >= g * {span} AND seq < (g + 1) * {span}"
+    rows = f"(SELECT *, {cond} AS _r FROM audit_entry WHERE {where}) e" if cond else \
+        f"audit_entry WHERE {where}"  # noqa: S608
+    # The trail's ranges, or those from %(first)s to %(last)s (range numbers; NULL: no bound), so that parts of
+    # the trail can be read by connections of their own (Alongside).
+    first, last = (f"{g}(%({b})s, (SELECT {f}(seq) FROM audit_entry WHERE trial = %(trial)s) / {span})"  # noqa: S608
+                   for g, b, f in (("greatest", "first", "min"), ("least", "last", "max")))
+    return rows, first, last
+
+
+# The bytes a line holds escaped, or as its own quotes and newline only: control characters, '"' and '\\'.
+_ESCAPED = bytes(range(32)) + b'"\\'
+
+
+def _plain_lines_exact(lines: bytes, n: int, quotes: int) -> bool:
+    """True when n plain lines (each ending with its newline) holding ``quotes`` quotes of their own are exact:
+    no value holds a byte JSON escapes, i.e. those bytes are exactly their newlines and their quotes."""
+    return len(lines) - len(lines.translate(None, _ESCAPED)) == n + quotes
+
+
+def _pg_copy(write: Callable[[bytes], object], session: Session, blinded: bool, deidentified: bool,
+             trial_id: str) -> None:
+    _copy_trail(write, session.connection().connection.driver_connection, blinded, deidentified, trial_id)
+
+
+class _NotExact(Exception):
+    def __init__(self, g: int) -> None:
+        super().__init__(g)
+        self.g = g
+
+
+def _copy_trail(write: Callable[[bytes], object], conn, blinded: bool, deidentified: bool, trial_id: str,
+                first: int | None = None, last: int | None = None) -> None:
+    """Stream the lines (of the ranges first..last) on a psycopg connection, in its current transaction: the
+    plain lines of each range as long as they are exact (the usual trail), then, from the first range holding a
+    value JSON escapes (a quote, a backslash, a control character), the lines tested one by one (pg_copy_sql):
+    no slower than those alone, whatever the trail holds, but for the ranges read ahead and dropped."""
+    params = {"trial": trial_id, "first": first, "last": last}
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT trail_plain")  # (an interrupted COPY fails the transaction: rolled back to here)
+        try:
+            with cur.copy(f"COPY ({pg_plain_copy_sql(blinded, deidentified)}) TO STDOUT (FORMAT binary)",
+                          params) as cp:
+                cp.set_types(["int8", "bytea", "int8", "int8"])
+                for g, lines, n, quotes in cp.rows():
+                    if lines is None:
+                        continue
+                    if not _plain_lines_exact(lines, n, quotes):
+                        raise _NotExact(g)
+                    write(lines)
+        except _NotExact as stop:
+            cur.execute("ROLLBACK TO SAVEPOINT trail_plain")
+            first = stop.g
+        else:
+            cur.execute("RELEASE SAVEPOINT trail_plain")
+            return
+        cur.execute("RELEASE SAVEPOINT trail_plain")
+    _copy_lines(write, conn, pg_copy_sql(blinded, deidentified), trial_id, first, last)
 
 
 def _copy_lines(write: Callable[[bytes], object], conn, select_sql: str, trial_id: str,
@@ -255,7 +328,7 @@ class Alongside:
     def __init__(self, session: Session, write: Callable[[bytes], object], append: Callable[[Path], object],
                  trial_id: str, blinded: bool, deidentified: bool, spool: Path) -> None:
         self._errors: list[BaseException] = []
-        sql = pg_copy_sql(blinded, deidentified)
+        mode = (blinded, deidentified)
         snapshot = session.execute(text("SELECT pg_export_snapshot()")).scalar_one()
         # Where to cut: any range number gives the same lines in the same order (each half is bounded by the
         # snapshot's own first and last entries), so this need not be read in the snapshot.
@@ -264,17 +337,18 @@ class Alongside:
         cut = (low // _SEQ_SPAN + high // _SEQ_SPAN + 1) // 2 if low is not None else 0
         spooled = spool / "entries-2.jsonl"
         engine = session.get_bind().engine
-        second = threading.Thread(target=self._spool, args=(engine, snapshot, sql, trial_id, cut, spooled),
+        second = threading.Thread(target=self._spool, args=(engine, snapshot, mode, trial_id, cut, spooled),
                                   name="bundle-audit-2", daemon=True)
-        first = threading.Thread(target=self._first, args=(engine, snapshot, sql, trial_id, cut - 1, write, second,
+        first = threading.Thread(target=self._first, args=(engine, snapshot, mode, trial_id, cut - 1, write, second,
                                                           append, spooled), name="bundle-audit-1", daemon=True)
         self._threads = [second, first]
         for t in self._threads:
             t.start()
 
-    def _first(self, engine, snapshot: str, sql: str, trial_id: str, last: int, write: Callable[[bytes], object],
-               second: threading.Thread, append: Callable[[Path], object], spooled: Path) -> None:
-        self._run(engine, snapshot, sql, trial_id, write, None, last)
+    def _first(self, engine, snapshot: str, mode: tuple[bool, bool], trial_id: str, last: int,
+               write: Callable[[bytes], object], second: threading.Thread, append: Callable[[Path], object],
+               spooled: Path) -> None:
+        self._run(engine, snapshot, mode, trial_id, write, None, last)
         second.join()
         if not self._errors:
             try:
@@ -282,21 +356,21 @@ class Alongside:
             except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the export's thread
                 self._errors.append(exc)
 
-    def _spool(self, engine, snapshot: str, sql: str, trial_id: str, first: int, path: Path) -> None:
+    def _spool(self, engine, snapshot: str, mode: tuple[bool, bool], trial_id: str, first: int, path: Path) -> None:
         try:
             with open(path, "wb") as fh:
-                self._run(engine, snapshot, sql, trial_id, fh.write, first, None)
+                self._run(engine, snapshot, mode, trial_id, fh.write, first, None)
         except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the export's thread
             self._errors.append(exc)
 
-    def _run(self, engine, snapshot: str, sql: str, trial_id: str, write: Callable[[bytes], object],
+    def _run(self, engine, snapshot: str, mode: tuple[bool, bool], trial_id: str, write: Callable[[bytes], object],
              first: int | None, last: int | None) -> None:
         try:
             with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 conn.exec_driver_sql("SET LOCAL jit = off")  # as the export's own transaction (bundle.build)
-                _copy_lines(write, conn.connection.driver_connection, sql, trial_id, first, last)
+                _copy_trail(write, conn.connection.driver_connection, *mode, trial_id, first, last)
                 conn.rollback()
         except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the export's thread
             self._errors.append(exc)
