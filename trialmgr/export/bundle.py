@@ -514,6 +514,10 @@ class _FormPlan:
         self.has_dates = any(is_date for *_, is_date in self.cols)
         self.texts_of = _tuple_getter(keys)
         self.coded_of = _tuple_getter(coded)
+        # The same for a record's texts as read (RecordRow.keys, .texts: PostgreSQL), in the order of the keys
+        # last read that were every column (the database gives a form's values in one order: its index's)
+        self.read_keys: list[str] | None = None
+        self.read_texts_of = self.read_coded_of = None
         self.memos = [self.labels[fid] for fid in coded]
         wide: list[str | int] = [1]
         long: list[str | int] = []
@@ -537,16 +541,35 @@ class _FormPlan:
         self.long_tpl = _Template(long)
         self.xml_tpl = _Template([*xml, odm.EVENT_CLOSE])
 
-    def _whole(self, r, vals: dict, vcode: str) -> tuple[str, str, int, str] | None:
+    def _read_order(self, keys: list[str]) -> bool:
+        """Take the order of these keys as read, if they are every column once: True."""
+        if len(keys) != self.n_values or frozenset(keys) != self.keyset:
+            return False
+        at = {k: i for i, k in enumerate(keys)}
+        self.read_keys = list(keys)
+        self.read_texts_of = _tuple_getter([at[fid] for fid, *_ in self.cols] + [at[d] for d in self.derived])
+        self.read_coded_of = _tuple_getter([at[fid] for fid, _spec, kind, _d in self.cols if kind])
+        return True
+
+    def _whole(self, r, vcode: str) -> tuple[str, str, int, str] | None:
         """fast() for a record with every column and no missing code: the templates (None when a value is
-        empty, a date must be shifted, or a label is not memoized yet: the loop in fast() then)."""
+        empty, a date must be shifted, a label is not memoized yet, or a column is missing: the loop in fast()
+        then). A record's texts as read are taken as they are, when its keys come in the order read before
+        (a list compared, not a dict built and looked up)."""
         s = r.subject
         if s.shift and self.has_dates:
             return None
-        texts = self.texts_of(vals)
+        keys = r.keys
+        if keys is not None and (keys == self.read_keys or self._read_order(keys)):
+            texts, coded = self.read_texts_of(r.texts), self.read_coded_of(r.texts)
+        else:
+            vals = r.values
+            if vals.keys() != self.keyset:
+                return None
+            texts, coded = self.texts_of(vals), self.coded_of(vals)
         if "" in texts:
             return None
-        labels = tuple(map(dict.get, self.memos, self.coded_of(vals)))
+        labels = tuple(map(dict.get, self.memos, coded))
         if None in labels:
             return None
         args = (f"{s.code},{s.site},{vcode},{self.id},{r.instance},",
@@ -578,16 +601,17 @@ class _FormPlan:
 
     def fast(self, r) -> tuple[str, str, int, str] | None:
         s = r.subject
-        vals, miss = r.values, r.missing
+        miss = r.missing
         vcode = r.visit_code or ""
         if not self.usable or _SPECIAL.search(f"{vcode}{r.status}{s.code}{s.site}"):
             return None
-        if not r.plain and _SPECIAL.search("".join(vals.values()) + "".join(miss.values())):
+        if not r.plain and _SPECIAL.search("".join(r.values.values()) + "".join(miss.values())):
             return None  # (a plain record's values were checked with its participant's: dataset.RecordRow.plain)
-        if not miss and vals.keys() == self.keyset:
-            got = self._whole(r, vals, vcode)
+        if not miss:
+            got = self._whole(r, vcode)
             if got is not None:
                 return got
+        vals = r.values
         shift = s.shift
         prefix = f"{s.code},{s.site},{vcode},{self.id},{r.instance},"
         wide = [s.code, s.site, vcode, str(r.instance), dataset.date_text(r.visit_date, shift), r.status,

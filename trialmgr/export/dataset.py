@@ -90,20 +90,43 @@ def exported_fields(form: FormDef, opts: ExportOptions) -> list[FieldSpec]:
     return [f for f in form.fields if not (opts.deidentified and f.identifier)]
 
 
-@dataclass
 class RecordRow:
-    subject: Subject
-    visit_code: str | None
-    visit_position: int
-    visit_date: dt.date | None
-    instance: int
-    status: str
-    values: dict[str, str]
-    missing: dict[str, str]
-    sdv: bool
-    # True when it is known that no value and no missing code holds a QUOTED character (PostgreSQL checks a
-    # participant's values at once); False when not known. Not part of the record's content (compare=False).
-    plain: bool = field(default=False, compare=False)
+    """One form record with its values (field id -> stored text) and missing codes (field id -> code).
+
+    ``plain``: True when it is known that no value and no missing code holds a QUOTED character (PostgreSQL
+    checks a participant's values at once); False when not known. ``keys`` and ``texts``: the field ids and
+    their texts as read (PostgreSQL, a record with no missing code and no NULL value): ``values`` is then built
+    from them when first asked for, and the formatting takes the texts as they are instead (bundle._FormPlan).
+    Neither is part of the record's content (==)."""
+
+    __slots__ = ("subject", "visit_code", "visit_position", "visit_date", "instance", "status", "_values",
+                 "missing", "sdv", "plain", "keys", "texts")
+
+    def __init__(self, subject: Subject, visit_code: str | None, visit_position: int, visit_date: dt.date | None,
+                 instance: int, status: str, values: dict[str, str] | None, missing: dict[str, str], sdv: bool,
+                 plain: bool = False, keys: list[str] | None = None, texts: list[str] | None = None) -> None:
+        self.subject, self.visit_code, self.visit_position, self.visit_date = (subject, visit_code, visit_position,
+                                                                               visit_date)
+        self.instance, self.status, self._values, self.missing, self.sdv = instance, status, values, missing, sdv
+        self.plain, self.keys, self.texts = plain, keys, texts
+
+    @property
+    def values(self) -> dict[str, str]:
+        if self._values is None:
+            self._values = dict(zip(self.keys or (), self.texts or (), strict=True))
+        return self._values
+
+    def _content(self) -> tuple:
+        return (self.subject, self.visit_code, self.visit_position, self.visit_date, self.instance, self.status,
+                self.values, self.missing, self.sdv)
+
+    def __eq__(self, other: object) -> bool:
+        return self._content() == other._content() if isinstance(other, RecordRow) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment] - mutable, as the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"RecordRow{self._content()!r}"
 
 
 # Characters that CSV quoting (QUOTE_MINIMAL) or XML escaping would change: text without any of them is
@@ -235,21 +258,22 @@ def _records_pg(session: Session, proto: Protocol, subjects_by_id: dict[int, Sub
                     end = index(fields, None, start)
                     texts = vals[start:end]
                     codes = missing[start:end] if missing is not None else None
-                    values: dict[str, str]
-                    missed: dict[str, str] = {}
-                    if None not in texts and not (codes and any(codes)):
-                        values = dict(zip(fields[start:end], texts, strict=False))  # the usual record: no code, no NULL
+                    if None not in texts and not (codes and any(codes)):  # the usual record: no code, no NULL
+                        # (the values as read: their dict is built if asked for, RecordRow.values)
+                        yield fid, RecordRow(subject, vcode, pos or 0, vdate, instance, status, None, {}, sdv, plain,
+                                             fields[start:end], texts)
                     else:
-                        values = {}
+                        values: dict[str, str] = {}
+                        missed: dict[str, str] = {}
                         for field_id, value, code in zip(fields[start:end], texts, codes or [None] * len(texts),
-                                                             strict=True):
+                                                         strict=True):
                             if code:
                                 missed[field_id] = code
                             elif value is not None:
                                 values[field_id] = value
+                        yield fid, RecordRow(subject, vcode, pos or 0, vdate, instance, status, values, missed, sdv,
+                                             plain)
                     start = end + 1
-                    yield fid, RecordRow(subject, vcode, pos or 0, vdate, instance, status, values, missed, sdv,
-                                         plain)
 
 
 def screenings(session: Session, proto: Protocol) -> Iterator[Screening]:
