@@ -91,3 +91,48 @@ def test_a_token_notes_its_last_use_on_reads_and_on_writes_that_fail(client, run
                       json={"values": {"back_pain": 1, "hip_pain": 1}})
     assert resp.status_code == 404
     assert (dt.datetime.now(dt.UTC) - last_used()).total_seconds() < 60
+
+
+def test_on_sqlite_a_write_with_a_wrong_token_neither_waits_for_nor_takes_the_write_lock(tmp_path):
+    """SQLite has one write lock per database: a PUT whose token is wrong (or missing) is answered 401 while
+    another writer holds it, instead of queueing for it (up to the 30 s busy timeout) before its token is read;
+    with a valid token the write waits its turn and then goes through."""
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from trialmgr import create_app
+    from trialmgr.config import load_settings
+
+    instance = tmp_path / "inst"
+    env = {"TRIALMGR_INSTANCE": str(instance), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "trialmgr.cli", "demo", "--participants", "0"], capture_output=True,
+                   env=env, timeout=120, check=True)
+    token = subprocess.run([sys.executable, "-m", "trialmgr.cli", "token", "create", "--user", "coordinator",
+                            "--trial", "hip-pt-clbp", "--role", "coordinator", "--name", "t"], capture_output=True,
+                           text=True, env=env, timeout=60, check=True).stdout.strip().splitlines()[0]
+    app = create_app(load_settings({"instance_path": instance}, environ={}))
+    client = app.test_client()
+    url = "/api/v1/trials/hip-pt-clbp/participants/DE-0001/visits/BL/forms/pain"
+    body = {"values": {"back_pain": 3, "hip_pain": 1}}
+
+    holder = sqlite3.connect(instance / "trialmgr.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, mid-transaction
+    try:
+        for headers in ({"Authorization": "Bearer tm_wrong"}, {}):
+            started = time.monotonic()
+            resp = client.put(url, json=body, headers=headers)
+            assert resp.status_code == 401 and time.monotonic() - started < 5
+        answered: list[int] = []
+        valid = threading.Thread(target=lambda: answered.append(client.put(
+            url, json=body, headers={"Authorization": f"Bearer {token}"}).status_code))
+        valid.start()
+        valid.join(1.0)
+        assert valid.is_alive() and not answered  # a real write waits for the lock ...
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    valid.join(30)
+    assert answered == [404]  # ... and then runs (no participant DE-0001 in an empty trial)

@@ -36,22 +36,24 @@ def _token() -> None:
 
 def _touch(session, token_id: int) -> None:
     """Note the token's last use (shown to admins), committed on its own, whatever becomes of the request;
-    best effort: a request must not fail because of it. A write does it in its own (write) session, before
-    its change; a read in a short write transaction of its own, as reads take no write lock."""
+    best effort: a request must not fail because of it. A write whose token was checked in its write session
+    does it there, before its change; otherwise it is a short write transaction of its own (the token was
+    checked in the read session, which takes no write lock)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from trialmgr.api.db import WRITE_METHODS
+    from trialmgr.api.db import shares_write_session
     from trialmgr.web.db import transaction
 
+    shared = shares_write_session(session)
     try:
-        if request.method in WRITE_METHODS:
+        if shared:
             accounts.touch_token(session, token_id)
             session.commit()
         else:
             with transaction() as s:
                 accounts.touch_token(s, token_id)
     except SQLAlchemyError:
-        if request.method in WRITE_METHODS:
+        if shared:
             session.rollback()
         log.warning("could not record the last use of API token %s", token_id, exc_info=True)
 
