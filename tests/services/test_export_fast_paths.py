@@ -95,7 +95,7 @@ def test_the_plain_lines_are_taken_exactly_when_exact(db, awkward_trail, monkeyp
                 if lines is not None:
                     exact = run(audit_trail.pg_copy_sql(blinded, deidentified),
                                 {"trial": T, "first": g, "last": g}).scalar_one()
-                    taken[g] = (audit_trail._plain_lines_exact(bytes(lines), n, quotes), bytes(lines) == exact)
+                    taken[g] = (audit_trail._plain_lines_exact(lines.encode(), n, quotes), lines == exact)
             assert {ok for ok, _ in taken.values()} == {True, False}
             assert all(ok == same for ok, same in taken.values()), taken
         chunks: list[bytes] = []  # only plain entries (the trail up to the first awkward one): one COPY
@@ -105,6 +105,21 @@ def test_the_plain_lines_are_taken_exactly_when_exact(db, awkward_trail, monkeyp
                                 None, low)
         reference = [line for line in audit_trail.python_lines(s, T, False, False) if json.loads(line)["seq"] <= low]
         assert len(reference) > 2 and b"".join(chunks) == b"".join(reference)
+
+
+def test_the_trail_read_in_another_client_encoding_is_the_same(db, awkward_trail, monkeypatch):
+    """PostgreSQL: the lines come as the client encoding's bytes; when that is not UTF-8 they are decoded and
+    encoded again (GB18030 holds every character of the awkward text), on both ways of reading them."""
+    monkeypatch.setattr(audit_trail, "_SEQ_SPAN", 2)
+    with db.session(write=False) as s:
+        if s.get_bind().dialect.name != "postgresql":
+            pytest.skip("PostgreSQL only")
+        reference = b"".join(audit_trail.python_lines(s, T, False, False))
+        s.connection().exec_driver_sql("SET LOCAL client_encoding = 'GB18030'")
+        assert s.connection().connection.driver_connection.info.encoding == "gb18030"
+        chunks: list[bytes] = []
+        audit_trail.write_entries(chunks.append, s, T, False, False)
+    assert b"".join(chunks) == reference and "中文".encode() in reference and "😀".encode() in reference
 
 
 def _plain_lines_taken(s, blinded: bool, deidentified: bool) -> None:

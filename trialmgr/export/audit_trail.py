@@ -178,8 +178,8 @@ def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str, 
 
 
 def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
-    """The SELECT that renders the entries on PostgreSQL: one bytea row per range of ``_SEQ_SPAN`` seq numbers
-    (NULL for a range without entries of the trial), holding the UTF-8 lines of its entries in seq order, the
+    """The SELECT that renders the entries on PostgreSQL: one text row per range of ``_SEQ_SPAN`` seq numbers
+    (NULL for a range without entries of the trial), holding the lines of its entries in seq order, the
     rows in seq order (named parameters: ``trial``; ``first`` and ``last``, the range numbers ``seq //
     _SEQ_SPAN`` to read from and to, or None); or None when a column has a type this rendering does not know
     (the Python path is then used). Each line is the plain one when pg_line_sql's test says it is exact, else
@@ -193,7 +193,7 @@ def pg_copy_sql(blinded: bool, deidentified: bool) -> str | None:
     line = f"CASE WHEN {exact_test} THEN plain ELSE {exact} END || E'\\n'"
     # ORDER BY g with a LIMIT: the planner then evaluates the (expensive) lines after sorting the few range
     # numbers instead of sorting the lines themselves (make_sort_input_target); the LIMIT never binds.
-    return (f"SELECT (SELECT convert_to(string_agg({line}, '' ORDER BY seq), 'UTF8') "  # noqa: S608
+    return (f"SELECT (SELECT string_agg({line}, '' ORDER BY seq) "  # noqa: S608
             f"FROM (SELECT *, {plain} AS plain FROM {rows} OFFSET 0) x) "
             f"FROM generate_series({first}, {last}) g ORDER BY g LIMIT {2**63 - 1}")
 
@@ -213,7 +213,7 @@ def pg_plain_copy_sql(blinded: bool, deidentified: bool) -> str | None:
     # order of g without sorting the lines.
     return (f"SELECT g, x.lines, x.n, x.quotes "  # noqa: S608
             f"FROM (SELECT g::int8 AS g FROM generate_series({first}, {last}) g ORDER BY 1) r "
-            f"CROSS JOIN LATERAL (SELECT convert_to(string_agg(plain || E'\\n', '' ORDER BY seq), 'UTF8') AS lines, "
+            f"CROSS JOIN LATERAL (SELECT string_agg(plain || E'\\n', '' ORDER BY seq) AS lines, "
             f"count(*)::int8 AS n, sum(quotes)::int8 AS quotes "
             f"FROM (SELECT *, {plain} AS plain, {quotes} AS quotes FROM {rows} OFFSET 0) x) x ORDER BY g")
 
@@ -265,10 +265,13 @@ def _copy_trail(write: Callable[[bytes], object], conn, blinded: bool, deidentif
         try:
             with cur.copy(f"COPY ({pg_plain_copy_sql(blinded, deidentified)}) TO STDOUT (FORMAT binary)",
                           params) as cp:
-                cp.set_types(["int8", "bytea", "int8", "int8"])
+                utf8 = conn.info.encoding == "utf-8"
+                cp.set_types(["int8", _utf8_text(conn), "int8", "int8"])
                 for g, lines, n, quotes in cp.rows():
                     if lines is None:
                         continue
+                    if not utf8:
+                        lines = lines.encode()
                     if not _plain_lines_exact(lines, n, quotes):
                         raise _NotExact(g)
                     write(lines)
@@ -285,13 +288,22 @@ def _copy_trail(write: Callable[[bytes], object], conn, blinded: bool, deidentif
 def _copy_lines(write: Callable[[bytes], object], conn, select_sql: str, trial_id: str,
                 first: int | None = None, last: int | None = None) -> None:
     """Stream the lines (of the ranges first..last) with one binary COPY on a psycopg connection, in its current
-    transaction: each row's bytes are whole lines, passed on as they are."""
+    transaction: each row's bytes are whole lines, passed on as they are (_utf8_text)."""
     params = {"trial": trial_id, "first": first, "last": last}
+    utf8 = conn.info.encoding == "utf-8"
     with conn.cursor() as cur, cur.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT binary)", params) as cp:
-        cp.set_types(["bytea"])
+        cp.set_types([_utf8_text(conn)])
         for (lines,) in cp.rows():
             if lines:
-                write(lines)
+                write(lines if utf8 else lines.encode())
+
+
+def _utf8_text(conn) -> str:
+    """The type to read the lines as: a text value's binary form is its bytes in the client encoding, so when
+    that is UTF-8 (the usual case) they are taken as they come (as bytea), already the file's bytes; otherwise
+    as text, encoded again here. (convert_to(..., 'UTF8') in the query made the database check and copy every
+    byte once more: 0.45 s of its time for 1.2 M entries.)"""
+    return "bytea" if conn.info.encoding == "utf-8" else "text"
 
 
 # -- alongside the rest of the export ---------------------------------------------------------------------
