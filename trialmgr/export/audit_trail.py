@@ -177,7 +177,7 @@ def pg_line_sql(blinded: bool, deidentified: bool) -> tuple[str, str, str, str, 
         else:
             pieces.append(f"{_joined([(key,)])} || {value}")
         tokens += plain(key)
-    lines = [f"{' || '.join(pieces)} || '}}'", _joined([*tokens, ("}",)])]
+    lines = [_balanced([*pieces, "'}'"]), _joined([*tokens, ("}",)])]
     exact, plain = lines
     # The quotes the plain line holds when no value holds one: two per key, two per quoted value.
     keys = sum(1 for name, *_ in parts if name != "redacted")
