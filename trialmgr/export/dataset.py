@@ -137,7 +137,8 @@ QUOTED = re.compile("[\",\r\n\t&<>']")
 def records(session: Session, proto: Protocol, subjects_by_id: dict[int, Subject], form_id: str | None = None
             ) -> Iterator[tuple[str, RecordRow]]:
     """(form id, record) for every record (of one form, or all), with its values, ordered by participant,
-    visit, form and instance. One streamed query: memory holds one record at a time, whatever the trial's size."""
+    visit, form and instance. One streamed query: memory holds one record (on PostgreSQL one participant's records)
+    at a time, whatever the trial's size."""
     if session.get_bind().dialect.name == "postgresql":
         return _records_pg(session, proto, subjects_by_id, form_id)
     return _records_flat(session, proto, subjects_by_id, form_id)
