@@ -500,6 +500,9 @@ class _FormPlan:
         self.items = {x: odm.item_open(form.id, x) for x in ids[1:]}
         self.labels: dict[str, dict[str, tuple[str, str]]] = {f.id: {} for f in fields}
         self.events: dict[tuple[str, int], str] = {}
+        # (memos by what a record holds: its event's opening by visit and instance, a visit date's text)
+        self.event_heads: dict[tuple[str | None, int], str] = {}
+        self.dates: dict[dt.date | None, str] = {}
         self._templates()
 
     def _templates(self) -> None:
@@ -572,9 +575,15 @@ class _FormPlan:
         labels = tuple(map(dict.get, self.memos, coded))
         if None in labels:
             return None
-        args = (f"{s.code},{s.site},{vcode},{self.id},{r.instance},",
-                f"{s.code},{s.site},{vcode},{r.instance},{dataset.date_text(r.visit_date, s.shift)},{r.status},"
-                f"{'yes' if r.sdv else 'no'}", self._event_open(r), *texts, *chain.from_iterable(labels))
+        head = f"{s.code},{s.site},{vcode},"
+        date = self.dates.get(r.visit_date) if not s.shift else None
+        if date is None:
+            date = dataset.date_text(r.visit_date, s.shift)
+            if not s.shift:
+                self.dates[r.visit_date] = date
+        event = self.event_heads.get((r.visit_code, r.instance)) or self._event_open(r)
+        args = (f"{head}{self.id},{r.instance},", f"{head}{r.instance},{date},{r.status},{'yes' if r.sdv else 'no'}",
+                event, *texts, *chain.from_iterable(labels))
         return self.wide_tpl(args), self.long_tpl(args), self.n_values, self.xml_tpl(args)
 
     def _label(self, fid: str, spec, kind: int, text: str) -> tuple[str, str]:
@@ -597,6 +606,7 @@ class _FormPlan:
         head = self.events.get(key)
         if head is None:
             head = self.events[key] = odm.event_xml(key[0], self.id, key[1], [])[:-len(odm.EVENT_CLOSE)]
+        self.event_heads[(r.visit_code, r.instance)] = head
         return head
 
     def fast(self, r) -> tuple[str, str, int, str] | None:
